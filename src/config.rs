@@ -1,0 +1,592 @@
+//! `config.json` → [`Config`]: defaults, `${env.NAME}` substitution, Hydrogen aliases, and
+//! validation errors that name the key, the value and the allowed range (SPEC §3).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::Error;
+use crate::server::auth::{ApiKey, Role, Secret};
+
+/// The server's settings: the `WebSocketServer` section of `config.json`.
+///
+/// Build one with [`Config::default`] (every default of SPEC §3, no API key) and change the
+/// fields, or load a file with [`Config::load`]. Durations are already converted from the
+/// file's milliseconds/seconds.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// `Enabled` (true): false makes the binary log that the server is disabled and exit 0.
+    pub enabled: bool,
+    /// `Port` (5001): first port tried; 0 asks the OS for any free port.
+    pub port: u16,
+    /// `PortFallbackCount` (10): ports `Port .. Port+Count-1` are tried in order.
+    pub port_fallback_count: u16,
+    /// `Interface` ("0.0.0.0").
+    pub interface: IpAddr,
+    /// `EnableIPv4` (true).
+    pub enable_ipv4: bool,
+    /// `EnableIPv6` (false): also listen on `::` (or `::1` when `Interface` is loopback).
+    pub enable_ipv6: bool,
+    /// `Protocol` ("hydrogen-protocol"): the subprotocol echoed in `Sec-WebSocket-Protocol`.
+    pub protocol: String,
+    /// `RequireProtocol` (true): a client offering no matching subprotocol gets HTTP 400.
+    pub require_protocol: bool,
+    /// `AuthRequired` (true): false admits every client with role `viewer`.
+    pub auth_required: bool,
+    /// `Key` (from `HYDROGEN_API_KEY`) and `Keys`: accepted API keys with their roles.
+    pub keys: Vec<ApiKey>,
+    /// `MaxConnections` (100): established clients; more get HTTP 503.
+    pub max_connections: usize,
+    /// `MaxConnectionsPerIp` (20): established clients from one address; more get HTTP 429.
+    pub max_connections_per_ip: usize,
+    /// `MaxMessageSize` (65536 bytes): larger messages close the connection with 1009.
+    pub max_message_size: usize,
+    /// `HandshakeTimeoutMs` (5000): the whole HTTP upgrade must finish in this time.
+    pub handshake_timeout: Duration,
+    /// `AuthTimeoutMs` (5000): late authentication must finish in this time.
+    pub auth_timeout: Duration,
+    /// `HeartbeatIntervalMs` (30000): ping after this much silence from the client.
+    pub heartbeat_interval: Duration,
+    /// `PongTimeoutMs` (10000): no frame within this after a ping closes with 1011.
+    pub pong_timeout: Duration,
+    /// `IdleTimeout` (300 s; 0 = never): no message from the client closes with 1000.
+    pub idle_timeout: Option<Duration>,
+    /// `ThreadPoolSize` (4): workers running application handlers.
+    pub thread_pool_size: usize,
+    /// `ThreadStackSize` (262144 bytes): stack of each connection thread.
+    pub thread_stack_size: usize,
+    /// `OutboundQueueLimit` (1024): messages queued for one client before it is closed 1013.
+    pub outbound_queue_limit: usize,
+    /// `StatusIntervalMs` (1000; 0 = only on request): period of the status event.
+    pub status_interval: Option<Duration>,
+    /// `ShutdownTimeouts.CloseWaitMs` (2000): wait for close handshakes at shutdown.
+    pub close_wait: Duration,
+    /// `ShutdownTimeouts.JoinMs` (5000): deadline for joining every thread at shutdown.
+    pub join_timeout: Duration,
+    /// `LogLevel` ("info"), or the top-level `Logging.Level`.
+    pub log_level: String,
+    /// `HandlerTimeoutMs` (10000): a command whose handler has not answered by then gets
+    /// `timeout`.
+    pub handler_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            port: 5001,
+            port_fallback_count: 10,
+            interface: IpAddr::from([0, 0, 0, 0]),
+            enable_ipv4: true,
+            enable_ipv6: false,
+            protocol: "hydrogen-protocol".into(),
+            require_protocol: true,
+            auth_required: true,
+            keys: Vec::new(),
+            max_connections: 100,
+            max_connections_per_ip: 20,
+            max_message_size: 65536,
+            handshake_timeout: Duration::from_millis(5000),
+            auth_timeout: Duration::from_millis(5000),
+            heartbeat_interval: Duration::from_millis(30000),
+            pong_timeout: Duration::from_millis(10000),
+            idle_timeout: Some(Duration::from_secs(300)),
+            thread_pool_size: 4,
+            thread_stack_size: 262144,
+            outbound_queue_limit: 1024,
+            status_interval: Some(Duration::from_millis(1000)),
+            close_wait: Duration::from_millis(2000),
+            join_timeout: Duration::from_millis(5000),
+            log_level: "info".into(),
+            handler_timeout: Duration::from_millis(10000),
+        }
+    }
+}
+
+/// What loading produced besides the config: warnings for the caller to log.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// One line per unknown key or ignored setting, naming it.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Loads `path`. Errors name the key and the allowed values ([`Error::Config`]); a file
+    /// that cannot be read or parsed is reported under the key `<file>`.
+    pub fn load(path: &Path) -> Result<(Config, LoadReport), Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config("<file>", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_json_str(&text)
+    }
+
+    /// Parses a whole config document (with or without other top-level sections).
+    pub fn from_json_str(text: &str) -> Result<(Config, LoadReport), Error> {
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| Error::config("<file>", format!("not valid JSON: {e}")))?;
+        let Value::Object(root) = root else {
+            return Err(Error::config(
+                "<file>",
+                "the top level must be a JSON object",
+            ));
+        };
+        let mut report = LoadReport::default();
+        let empty = Map::new();
+        let section = match root.get("WebSocketServer") {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(m)) => m,
+            Some(other) => {
+                return Err(Error::config(
+                    "WebSocketServer",
+                    format!("must be an object, got {other}"),
+                ));
+            }
+        };
+        let mut cfg = Config::default();
+        let mut s = Section::new("WebSocketServer", section);
+        // The default of `Key` is itself an environment reference (SPEC §3).
+        let key = s
+            .take("Key")
+            .unwrap_or(Value::String("${env.HYDROGEN_API_KEY}".into()));
+        if let Some(v) = s.take_bool("Enabled")? {
+            cfg.enabled = v;
+        }
+        if let Some(v) = s.take_int("Port", 0, 65535)? {
+            cfg.port = v as u16;
+        }
+        if let Some(v) = s.take_int("PortFallbackCount", 1, 1000)? {
+            cfg.port_fallback_count = v as u16;
+        }
+        if let Some(v) = s.take_str("Interface")? {
+            cfg.interface = v.parse().map_err(|_| {
+                Error::config(
+                    "WebSocketServer.Interface",
+                    format!("{v:?} is not an IPv4 or IPv6 address literal"),
+                )
+            })?;
+        }
+        if let Some(v) = s.take_bool("EnableIPv4")? {
+            cfg.enable_ipv4 = v;
+        }
+        if let Some(v) = s.take_bool("EnableIPv6")? {
+            cfg.enable_ipv6 = v;
+        }
+        if let Some(v) = s.take_str("Protocol")? {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                return Err(Error::config(
+                    "WebSocketServer.Protocol",
+                    format!("{v:?} is not a valid subprotocol token"),
+                ));
+            }
+            cfg.protocol = v;
+        }
+        if let Some(v) = s.take_bool("RequireProtocol")? {
+            cfg.require_protocol = v;
+        }
+        if let Some(v) = s.take_str("SecureMode")? {
+            match v.as_str() {
+                "none" => {}
+                "tls" => {
+                    return Err(Error::config(
+                        "WebSocketServer.SecureMode",
+                        "\"tls\" is not available in this version yet; use \"none\" behind a TLS proxy",
+                    ));
+                }
+                _ => {
+                    return Err(Error::config(
+                        "WebSocketServer.SecureMode",
+                        format!("{v:?}: allowed \"none\" or \"tls\""),
+                    ));
+                }
+            }
+        }
+        for ignored in [
+            "CertificatePath",
+            "KeyPath",
+            "Jwt",
+            "SessionTokens",
+            "RateLimit",
+            "Delivery",
+        ] {
+            if let Some(v) = s.take(ignored)
+                && !v.is_null()
+            {
+                report.warnings.push(format!(
+                    "WebSocketServer.{ignored} is accepted but not enforced by this version (see README, \"Not yet\")"
+                ));
+            }
+        }
+        if let Some(v) = s.take_bool("AuthRequired")? {
+            cfg.auth_required = v;
+        }
+        if let Some(k) = Section::as_str_value(&key, "WebSocketServer.Key")? {
+            cfg.keys
+                .push(ApiKey::new("default", Secret::new(k), Role::Admin));
+        }
+        if let Some(v) = s.take("Keys") {
+            cfg.keys.extend(parse_keys(&v)?);
+        }
+        if let Some(v) = s.take_int("MaxConnections", 1, 1_000_000)? {
+            cfg.max_connections = v as usize;
+        }
+        if let Some(v) = s.take_int("MaxConnectionsPerIp", 1, 1_000_000)? {
+            cfg.max_connections_per_ip = v as usize;
+        }
+        if let Some(v) = s.take_int("MaxMessageSize", 125, 64 << 20)? {
+            cfg.max_message_size = v as usize;
+        }
+        let ms = |v: u64| Duration::from_millis(v);
+        if let Some(v) = s.take_int("HandshakeTimeoutMs", 10, 600_000)? {
+            cfg.handshake_timeout = ms(v);
+        }
+        if let Some(v) = s.take_int("AuthTimeoutMs", 10, 600_000)? {
+            cfg.auth_timeout = ms(v);
+        }
+        if let Some(v) = s.take_int("HeartbeatIntervalMs", 10, 86_400_000)? {
+            cfg.heartbeat_interval = ms(v);
+        }
+        if let Some(v) = s.take_int("PongTimeoutMs", 10, 86_400_000)? {
+            cfg.pong_timeout = ms(v);
+        }
+        if let Some(v) = s.take_int("IdleTimeout", 0, 31_536_000)? {
+            cfg.idle_timeout = (v > 0).then(|| Duration::from_secs(v));
+        }
+        if let Some(v) = s.take_int("IdleTimeoutMs", 0, 31_536_000_000)? {
+            cfg.idle_timeout = (v > 0).then(|| ms(v));
+        }
+        if let Some(v) = s.take_int("ThreadPoolSize", 1, 256)? {
+            cfg.thread_pool_size = v as usize;
+        }
+        if let Some(v) = s.take_int("ThreadStackSize", 131_072, 64 << 20)? {
+            cfg.thread_stack_size = v as usize;
+        }
+        if let Some(v) = s.take_int("OutboundQueueLimit", 1, 1_000_000)? {
+            cfg.outbound_queue_limit = v as usize;
+        }
+        if let Some(v) = s.take_int("StatusIntervalMs", 0, 86_400_000)? {
+            cfg.status_interval = (v > 0).then(|| ms(v));
+        }
+        if let Some(v) = s.take_int("HandlerTimeoutMs", 10, 3_600_000)? {
+            cfg.handler_timeout = ms(v);
+        }
+        // Hydrogen's names first, so that our own names win when both are given.
+        if let Some(v) = s.take("ConnectionTimeouts") {
+            let map = Section::as_object(&v, "WebSocketServer.ConnectionTimeouts")?;
+            let mut t = Section::new("WebSocketServer.ConnectionTimeouts", &map);
+            if let Some(v) = t.take_int("ShutdownWaitSeconds", 0, 3600)? {
+                cfg.close_wait = Duration::from_secs(v);
+            }
+            if let Some(v) = t.take_int("ExitWaitSeconds", 0, 3600)? {
+                cfg.join_timeout = Duration::from_secs(v);
+            }
+            report.warnings.extend(t.unknown_keys());
+        }
+        if let Some(v) = s.take("ShutdownTimeouts") {
+            let map = Section::as_object(&v, "WebSocketServer.ShutdownTimeouts")?;
+            let mut t = Section::new("WebSocketServer.ShutdownTimeouts", &map);
+            if let Some(v) = t.take_int("CloseWaitMs", 0, 3_600_000)? {
+                cfg.close_wait = ms(v);
+            }
+            if let Some(v) = t.take_int("JoinMs", 0, 3_600_000)? {
+                cfg.join_timeout = ms(v);
+            }
+            report.warnings.extend(t.unknown_keys());
+        }
+        if let Some(Value::Object(logging)) = root.get("Logging")
+            && let Some(level) = logging.get("Level")
+        {
+            cfg.log_level = parse_level(level, "Logging.Level")?;
+        }
+        if let Some(v) = s.take("LogLevel") {
+            cfg.log_level = parse_level(&v, "WebSocketServer.LogLevel")?;
+        }
+        report.warnings.extend(s.unknown_keys());
+        Ok((cfg, report))
+    }
+
+    /// Checks what only makes sense for the whole config: with `AuthRequired`, at least one
+    /// key must exist. The error says how to set `HYDROGEN_API_KEY`.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.auth_required && self.keys.is_empty() {
+            return Err(Error::config(
+                "WebSocketServer.Key",
+                "no API key: AuthRequired is true but HYDROGEN_API_KEY is unset. Set one with \
+                 `export HYDROGEN_API_KEY=$(head -c 24 /dev/urandom | base64)` (clients send \
+                 `Authorization: Key <key>`), or list keys under WebSocketServer.Keys",
+            ));
+        }
+        if !self.enable_ipv4 && !self.enable_ipv6 {
+            return Err(Error::config(
+                "WebSocketServer.EnableIPv4",
+                "EnableIPv4 and EnableIPv6 are both false: nothing to listen on",
+            ));
+        }
+        if self.interface.is_ipv4()
+            && !self.enable_ipv4
+            && !self.interface.is_unspecified()
+            && !self.interface.is_loopback()
+        {
+            return Err(Error::config(
+                "WebSocketServer.Interface",
+                "an IPv4 interface with EnableIPv4=false",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective config as JSON, secrets redacted (for `--check-config`).
+    pub fn to_redacted_json(&self) -> Value {
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|k| json!({"Name": k.name, "Key": k.secret.redacted(), "Role": k.role.as_str()}))
+            .collect();
+        let ms = |d: Duration| d.as_millis() as u64;
+        json!({"WebSocketServer": {
+            "Enabled": self.enabled, "Port": self.port, "PortFallbackCount": self.port_fallback_count,
+            "Interface": self.interface.to_string(), "EnableIPv4": self.enable_ipv4, "EnableIPv6": self.enable_ipv6,
+            "Protocol": self.protocol, "RequireProtocol": self.require_protocol, "SecureMode": "none",
+            "AuthRequired": self.auth_required, "Keys": keys,
+            "MaxConnections": self.max_connections, "MaxConnectionsPerIp": self.max_connections_per_ip,
+            "MaxMessageSize": self.max_message_size, "HandshakeTimeoutMs": ms(self.handshake_timeout),
+            "AuthTimeoutMs": ms(self.auth_timeout), "HeartbeatIntervalMs": ms(self.heartbeat_interval),
+            "PongTimeoutMs": ms(self.pong_timeout), "IdleTimeout": self.idle_timeout.map_or(0, |d| d.as_secs()),
+            "ThreadPoolSize": self.thread_pool_size, "ThreadStackSize": self.thread_stack_size,
+            "OutboundQueueLimit": self.outbound_queue_limit,
+            "StatusIntervalMs": self.status_interval.map_or(0, ms), "HandlerTimeoutMs": ms(self.handler_timeout),
+            "ShutdownTimeouts": {"CloseWaitMs": ms(self.close_wait), "JoinMs": ms(self.join_timeout)},
+            "LogLevel": self.log_level,
+        }})
+    }
+}
+
+fn parse_keys(v: &Value) -> Result<Vec<ApiKey>, Error> {
+    let Value::Array(items) = v else {
+        return Err(Error::config(
+            "WebSocketServer.Keys",
+            "must be an array of {\"Name\",\"Key\",\"Role\"}",
+        ));
+    };
+    let mut keys = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("WebSocketServer.Keys[{i}]");
+        let map = Section::as_object(item, &path)?;
+        let mut s = Section::new(&path, &map);
+        let name = s.take_str("Name")?.unwrap_or_else(|| format!("key{i}"));
+        let role_name = s.take_str("Role")?.unwrap_or_else(|| "viewer".into());
+        let role = Role::from_name(&role_name).ok_or_else(|| {
+            Error::config(
+                format!("{path}.Role"),
+                format!("{role_name:?}: allowed viewer, operator, admin, service"),
+            )
+        })?;
+        // A key whose environment variable is unset is skipped, as the single `Key` is.
+        if let Some(secret) = s.take_str("Key")? {
+            if secret.is_empty() {
+                return Err(Error::config(format!("{path}.Key"), "must not be empty"));
+            }
+            keys.push(ApiKey::new(&name, Secret::new(secret), role));
+        }
+    }
+    Ok(keys)
+}
+
+fn parse_level(v: &Value, key: &str) -> Result<String, Error> {
+    let v = Section::as_str_value(v, key)?.unwrap_or_else(|| "info".into());
+    let lower = v.to_ascii_lowercase();
+    match lower.as_str() {
+        "error" | "warn" | "info" | "debug" | "trace" | "off" => Ok(lower),
+        _ => Err(Error::config(
+            key,
+            format!("{v:?}: allowed error, warn, info, debug, trace, off"),
+        )),
+    }
+}
+
+/// One JSON object being read: tracks which keys were used so the rest can be reported.
+struct Section<'a> {
+    path: String,
+    map: &'a Map<String, Value>,
+    used: Vec<&'static str>,
+}
+
+impl<'a> Section<'a> {
+    fn new(path: &str, map: &'a Map<String, Value>) -> Self {
+        Section {
+            path: path.to_string(),
+            map,
+            used: Vec::new(),
+        }
+    }
+
+    /// The value of `key` after `${env.NAME}` substitution; `None` when absent, null, or an
+    /// unset environment variable (the default applies).
+    fn take(&mut self, key: &'static str) -> Option<Value> {
+        self.used.push(key);
+        self.map.get(key).and_then(substitute_env)
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    fn take_bool(&mut self, key: &'static str) -> Result<Option<bool>, Error> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(other) => Err(Error::config(
+                self.key(key),
+                format!("{other} is not a boolean (true or false)"),
+            )),
+        }
+    }
+
+    fn take_int(&mut self, key: &'static str, min: u64, max: u64) -> Result<Option<u64>, Error> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(Error::config(
+                    self.key(key),
+                    format!("{v} is out of range: allowed an integer from {min} to {max}"),
+                )),
+            },
+        }
+    }
+
+    fn take_str(&mut self, key: &'static str) -> Result<Option<String>, Error> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => Self::as_str_value(&v, &self.key(key)),
+        }
+    }
+
+    fn as_str_value(v: &Value, key: &str) -> Result<Option<String>, Error> {
+        match substitute_env(v) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            // `${env.X}` holding a number or boolean converts; for a string key, keep its text.
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(other) => Err(Error::config(key, format!("{other} is not a string"))),
+        }
+    }
+
+    fn as_object(v: &Value, key: &str) -> Result<Map<String, Value>, Error> {
+        match v {
+            Value::Object(m) => Ok(m.clone()),
+            other => Err(Error::config(key, format!("{other} is not an object"))),
+        }
+    }
+
+    fn unknown_keys(&self) -> Vec<String> {
+        self.map
+            .keys()
+            .filter(|k| !self.used.contains(&k.as_str()))
+            .map(|k| format!("unknown key {}.{k} ignored", self.path))
+            .collect()
+    }
+}
+
+/// `"${env.NAME}"` → the variable's value (typed when it reads as a bool or number), `None`
+/// when unset or when `v` is null.
+fn substitute_env(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => match s.strip_prefix("${env.").and_then(|r| r.strip_suffix('}')) {
+            Some(name) => {
+                let raw = std::env::var(name).ok()?;
+                Some(match raw.as_str() {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    _ => raw
+                        .parse::<u64>()
+                        .map(Value::from)
+                        .unwrap_or(Value::String(raw)),
+                })
+            }
+            None => Some(v.clone()),
+        },
+        other => Some(other.clone()),
+    }
+}
+
+/// Where the binary looks when no `--config` is given.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("config.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_spec() {
+        let (c, r) = Config::from_json_str("{}").unwrap();
+        assert_eq!(c.port, 5001);
+        assert_eq!(c.port_fallback_count, 10);
+        assert_eq!(c.max_message_size, 65536);
+        assert_eq!(c.thread_stack_size, 262144);
+        assert!(r.warnings.is_empty());
+    }
+
+    #[test]
+    fn errors_name_key_and_range() {
+        let e = Config::from_json_str(r#"{"WebSocketServer":{"Port":70000}}"#).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("WebSocketServer.Port") && msg.contains("70000") && msg.contains("65535"),
+            "{msg}"
+        );
+        let e = Config::from_json_str(r#"{"WebSocketServer":{"Enabled":"yes"}}"#).unwrap_err();
+        assert!(e.to_string().contains("WebSocketServer.Enabled"));
+    }
+
+    #[test]
+    fn env_substitution_types_and_unset() {
+        // SAFETY: unit tests in this module are the only users of these variable names.
+        unsafe {
+            std::env::set_var("HWS_TEST_PORT", "6001");
+            std::env::set_var("HWS_TEST_BOOL", "false");
+            std::env::remove_var("HWS_TEST_UNSET");
+        }
+        let (c, _) = Config::from_json_str(
+            r#"{"WebSocketServer":{"Port":"${env.HWS_TEST_PORT}","RequireProtocol":"${env.HWS_TEST_BOOL}",
+                "MaxConnections":"${env.HWS_TEST_UNSET}"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.port, 6001);
+        assert!(!c.require_protocol);
+        assert_eq!(c.max_connections, 100);
+    }
+
+    #[test]
+    fn aliases_and_unknown_keys() {
+        let (c, r) = Config::from_json_str(
+            r#"{"Other":{},"WebSocketServer":{"Bogus":1,"ConnectionTimeouts":{"ShutdownWaitSeconds":3,"ExitWaitSeconds":7}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.close_wait, Duration::from_secs(3));
+        assert_eq!(c.join_timeout, Duration::from_secs(7));
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("WebSocketServer.Bogus")),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn missing_key_refuses_with_instructions() {
+        let mut c = Config::default();
+        c.keys.clear();
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("HYDROGEN_API_KEY") && msg.contains("export"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! hydrogen-ws: a WebSocket server (and, later, client) for device controllers — 3D printers
+//! and other small boards. It speaks the Hydrogen WebSocket interface: JSON command/response
+//! envelopes over the `hydrogen-protocol` subprotocol, API-key authentication, a built-in
+//! `system` channel (ping, status, info, threads, disconnect), and application channels
+//! served by handlers you register.
+//!
+//! The design is synchronous, one named OS thread per client (`hws-conn-<id>`) that sleeps in
+//! `poll(2)` until its socket, its queue or a timer needs it; see `DESIGN.md` and the README.
+//!
+//! Start a server on a free loopback port and answer commands on a `print` channel:
+//!
+//! ```
+//! use hydrogen_ws::{ApiKey, Config, Role, Secret, Server};
+//! use serde_json::json;
+//!
+//! let mut config = Config::default();
+//! config.interface = "127.0.0.1".parse().unwrap();
+//! config.port = 0;
+//! config.keys.push(ApiKey::new("printer-ui", Secret::new("a-long-random-key-1234"), Role::Operator));
+//! let server = Server::start(config).unwrap();
+//! server
+//!     .register_handler("print", |req| match req.command.action.as_str() {
+//!         "start" => Ok(json!({"started": req.command.data["file"]})),
+//!         other => Err(hydrogen_ws::WireError::new(
+//!             hydrogen_ws::ErrorCode::UnknownAction,
+//!             format!("print has no action {other}"),
+//!         )),
+//!     })
+//!     .unwrap();
+//! println!("listening on {}", server.bound_addr());
+//! let report = server.shutdown();
+//! assert!(report.stuck_threads.is_empty());
+//! ```
+//!
+//! Load the shipped `config.json` the way the binary does:
+//!
+//! ```no_run
+//! let (config, report) = hydrogen_ws::Config::load("config.json".as_ref()).unwrap();
+//! for warning in report.warnings {
+//!     eprintln!("{warning}");
+//! }
+//! let server = hydrogen_ws::Server::start(config).unwrap();
+//! server.join(); // until request_shutdown() or a signal handler asks
+//! ```
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+pub mod message;
+mod server;
+mod wake;
+
+pub use config::Config;
+pub use error::Error;
+pub use message::{Command, ErrorCode, WireError};
+pub use server::{
+    ApiKey, HandlerResult, Identity, Request, Role, Secret, Server, ServerHandle, ShutdownReport,
+    StuckThread,
+};

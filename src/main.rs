@@ -1,0 +1,178 @@
+//! The `hydrogen-ws` binary: arguments, config, logging, signals, start, wait, exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hydrogen_ws::{Config, Error, Server};
+
+const USAGE: &str = "\
+usage: hydrogen-ws [--config PATH] [--check-config]
+       hydrogen-ws --help | --version
+
+Starts the WebSocket server with ./config.json (or built-in defaults when it is absent).
+  --config PATH    read this config file instead
+  --check-config   validate the config, print the effective settings (secrets redacted), exit
+Signals: SIGINT/SIGTERM/SIGHUP shut down gracefully (a second one skips the waits);
+SIGUSR1 writes a thread dump to the log. RUST_LOG overrides the configured log level.
+Exit codes: 0 clean, 2 bad config or arguments, 3 no port could be bound, 4 TLS, 1 other.";
+
+/// Extra time the main thread gives the shutdown beyond its own deadlines before exiting anyway.
+const SHUTDOWN_WATCHDOG_MARGIN: Duration = Duration::from_secs(2);
+
+struct Args {
+    config: Option<PathBuf>,
+    check_only: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: None,
+        check_only: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "--version" | "-V" => {
+                println!("hydrogen-ws {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--config" => args.config = Some(it.next().ok_or("--config needs a path")?.into()),
+            "--check-config" => args.check_only = true,
+            "client" => {
+                return Err("the `client` subcommand is not available in this version yet".into());
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn init_logging(level: &str) {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(level);
+    if let Ok(filters) = std::env::var("RUST_LOG") {
+        b.parse_filters(&filters);
+    }
+    b.format_timestamp_millis()
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("hydrogen-ws: {e}");
+    ExitCode::from(e.exit_code() as u8)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("hydrogen-ws: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(hydrogen_ws::config::default_path);
+    let loaded = if args.config.is_some() || path.exists() {
+        Config::load(&path)
+    } else {
+        Config::from_json_str("{}")
+    };
+    let (config, report) = match loaded {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    init_logging(&config.log_level);
+    for w in &report.warnings {
+        log::warn!("{w}");
+    }
+    if args.check_only {
+        if let Err(e) = config.validate() {
+            return fail(&e);
+        }
+        let text = serde_json::to_string_pretty(&config.to_redacted_json()).unwrap_or_default();
+        let _ = writeln!(std::io::stdout(), "{text}");
+        return ExitCode::SUCCESS;
+    }
+    if !config.enabled {
+        log::info!("WebSocketServer.Enabled is false: the server is disabled; exiting");
+        return ExitCode::SUCCESS;
+    }
+    let (close_wait, join_wait) = (config.close_wait, config.join_timeout);
+    let server = match Server::start(config) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fail(&e),
+    };
+    log::info!(
+        "hydrogen-ws {} ready on {:?}",
+        env!("CARGO_PKG_VERSION"),
+        server.bound_addrs()
+    );
+
+    let signals_seen = Arc::new(AtomicUsize::new(0));
+    let (s, seen) = (server.clone(), signals_seen.clone());
+    if let Err(e) = ctrlc::set_handler(move || {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            s.request_shutdown();
+        } else {
+            s.skip_shutdown_waits();
+        }
+    }) {
+        log::error!("cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1]) {
+        Ok(mut sigs) => {
+            let s = Arc::downgrade(&server);
+            let _ = std::thread::Builder::new()
+                .name("hws-signals".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    for _ in sigs.forever() {
+                        if let Some(s) = s.upgrade() {
+                            s.log_thread_dump();
+                        }
+                    }
+                });
+        }
+        Err(e) => log::warn!("SIGUSR1 thread dumps unavailable: {e}"),
+    }
+
+    server.wait_for_shutdown_request(None);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let s = server.clone();
+    let spawned = std::thread::Builder::new()
+        .name("hws-shutdown".into())
+        .spawn(move || {
+            let _ = tx.send(s.shutdown());
+        });
+    if spawned.is_err() {
+        log::error!("cannot start the shutdown thread; exiting without a graceful shutdown");
+        return ExitCode::from(1);
+    }
+    match rx.recv_timeout(close_wait + join_wait + SHUTDOWN_WATCHDOG_MARGIN) {
+        Ok(report) if report.stuck_threads.is_empty() => ExitCode::SUCCESS,
+        Ok(report) => {
+            log::error!(
+                "{} thread(s) did not stop; exiting anyway",
+                report.stuck_threads.len()
+            );
+            ExitCode::from(1)
+        }
+        Err(_) => {
+            log::error!("shutdown did not finish in time; exiting anyway");
+            ExitCode::from(1)
+        }
+    }
+}

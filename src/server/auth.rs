@@ -1,0 +1,194 @@
+//! Who a client is: API keys, roles, constant-time comparison, and redaction of secrets.
+
+use std::fmt;
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+/// What a client may do, from least to most (SPEC §7). `Service` is a device controller
+/// process; it may do what an operator may plus register channels and publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Subscribe; `system` status, info and ping.
+    Viewer,
+    /// Also commands on application channels.
+    Operator,
+    /// A controller process: operator rights plus `register` and `publish`.
+    Service,
+    /// Everything, including `system/threads` and `system/disconnect`.
+    Admin,
+}
+
+impl Role {
+    /// Parses `viewer`, `operator`, `admin`, `service` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Role> {
+        match name.to_ascii_lowercase().as_str() {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            "service" => Some(Role::Service),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name used in config and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Service => "service",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this role grants what `required` grants. `Admin` grants everything;
+    /// `Service` grants what `Operator` does.
+    pub fn allows(self, required: Role) -> bool {
+        self == Role::Admin
+            || self >= required && !(required == Role::Service && self != Role::Service)
+    }
+}
+
+/// A secret string (API key, token). `Debug` and [`Secret::redacted`] show at most its first
+/// 5 characters; the value itself is only reachable inside the crate.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Arc::from(value.into()))
+    }
+
+    /// The first 5 characters followed by `…` (just `…` for short secrets).
+    pub fn redacted(&self) -> String {
+        if self.0.chars().count() >= 12 {
+            let head: String = self.0.chars().take(5).collect();
+            format!("{head}…")
+        } else {
+            "…".into()
+        }
+    }
+
+    /// Constant-time equality with `candidate` (time does not depend on where they differ).
+    pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(candidate).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.redacted())
+    }
+}
+
+/// One accepted API key: a name for logs, the secret, and the role it grants.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// Shown in logs and the thread dump instead of the key.
+    pub name: String,
+    /// The key itself.
+    pub secret: Secret,
+    /// The role a client presenting this key gets.
+    pub role: Role,
+}
+
+impl ApiKey {
+    /// A named key granting `role`.
+    pub fn new(name: &str, secret: Secret, role: Role) -> Self {
+        ApiKey {
+            name: name.to_string(),
+            secret,
+            role,
+        }
+    }
+}
+
+/// An authenticated (or anonymous, when auth is off) client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The key's name (`anonymous` when AuthRequired is false).
+    pub name: String,
+    /// What the client may do.
+    pub role: Role,
+}
+
+/// Credentials a client presented, in the handshake or in `system/auth`.
+#[derive(Clone)]
+pub(crate) enum Credential {
+    Key(String),
+    Bearer(String),
+}
+
+/// Why credentials were refused; the text is safe to send to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuthFailure(pub &'static str);
+
+/// Checks credentials against the configured keys.
+#[derive(Debug)]
+pub(crate) struct Authenticator {
+    keys: Vec<ApiKey>,
+    auth_required: bool,
+}
+
+impl Authenticator {
+    pub(crate) fn new(keys: Vec<ApiKey>, auth_required: bool) -> Self {
+        Authenticator {
+            keys,
+            auth_required,
+        }
+    }
+
+    /// The identity for a client that presented nothing: anonymous viewer when auth is off.
+    pub(crate) fn anonymous(&self) -> Option<Identity> {
+        (!self.auth_required).then(|| Identity {
+            name: "anonymous".into(),
+            role: Role::Viewer,
+        })
+    }
+
+    /// Verifies a credential. Every key is compared (in constant time) so the time taken does
+    /// not reveal which key, or which prefix, matched.
+    pub(crate) fn verify(&self, credential: &Credential) -> Result<Identity, AuthFailure> {
+        match credential {
+            Credential::Key(candidate) => {
+                let mut found: Option<&ApiKey> = None;
+                for key in &self.keys {
+                    if key.secret.matches(candidate.as_bytes()) && found.is_none() {
+                        found = Some(key);
+                    }
+                }
+                found
+                    .map(|k| Identity {
+                        name: k.name.clone(),
+                        role: k.role,
+                    })
+                    .ok_or(AuthFailure("invalid API key"))
+            }
+            Credential::Bearer(_token) => Err(AuthFailure(
+                "Bearer tokens are not accepted by this server version",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_order() {
+        assert!(Role::Admin.allows(Role::Service));
+        assert!(Role::Service.allows(Role::Operator));
+        assert!(!Role::Operator.allows(Role::Service));
+        assert!(!Role::Viewer.allows(Role::Operator));
+        assert!(!Role::Service.allows(Role::Admin));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::new("supersecretkey123");
+        assert_eq!(format!("{s:?}"), "Secret(super…)");
+        assert!(!format!("{s:?}").contains("secretkey"));
+    }
+}

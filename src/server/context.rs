@@ -1,0 +1,381 @@
+//! Shared server state, guarded the way the C design guards it: the connection mutex (the
+//! registry of live connections), the context mutex (bound addresses and other server state),
+//! atomics for counters, and the shutdown flag with the condvar every background thread waits
+//! on. Locks are held for a few instructions and never across I/O; when two are needed they
+//! are taken in the order connection → context.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::Config;
+use crate::server::auth::{Authenticator, Identity};
+use crate::server::dispatch::Dispatcher;
+use crate::server::status::ProcessSampler;
+use crate::server::threads::ThreadRegistry;
+use crate::wake::Waker;
+
+/// SPEC §5 connection states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ConnState {
+    Connecting = 0,
+    Verifying,
+    Established,
+    Connected,
+    Heartbeat,
+    Inactive,
+    Closing,
+    Closed,
+    Failed,
+    Rejected,
+}
+
+pub(crate) const STATE_COUNT: usize = 10;
+
+impl ConnState {
+    pub(crate) const ALL: [ConnState; STATE_COUNT] = [
+        ConnState::Connecting,
+        ConnState::Verifying,
+        ConnState::Established,
+        ConnState::Connected,
+        ConnState::Heartbeat,
+        ConnState::Inactive,
+        ConnState::Closing,
+        ConnState::Closed,
+        ConnState::Failed,
+        ConnState::Rejected,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Verifying => "verifying",
+            ConnState::Established => "established",
+            ConnState::Connected => "connected",
+            ConnState::Heartbeat => "heartbeat",
+            ConnState::Inactive => "inactive",
+            ConnState::Closing => "closing",
+            ConnState::Closed => "closed",
+            ConnState::Failed => "failed",
+            ConnState::Rejected => "rejected",
+        }
+    }
+
+    /// Closed, Failed and Rejected are where a connection ends; status counts them as totals.
+    pub(crate) fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ConnState::Closed | ConnState::Failed | ConnState::Rejected
+        )
+    }
+}
+
+/// Something for a connection thread to do, queued by another thread.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A handler's response to command `id`; dropped if that command already timed out.
+    Reply { id: String, text: String },
+    /// Close the connection with this code and reason (after what is queued before it).
+    Close { code: u16, reason: &'static str },
+}
+
+/// The part of a connection other threads can see and reach.
+#[derive(Debug)]
+pub(crate) struct ConnectionShared {
+    pub id: u64,
+    pub peer: SocketAddr,
+    /// The socket, for the hard shutdown of shutdown phase 5. Weak: the connection thread
+    /// owns the socket, and the descriptor closes when that thread drops it.
+    socket: Weak<TcpStream>,
+    outbound: Sender<Outbound>,
+    queued: AtomicUsize,
+    pub waker: Waker,
+    state: AtomicU8,
+    pub identity: Mutex<Option<Identity>>,
+    /// Milliseconds since server start of the last message from the client.
+    pub last_activity_ms: AtomicU64,
+    /// OS thread id of the connection thread (for the thread dump).
+    pub tid: AtomicU64,
+}
+
+/// The client's queue is over OutboundQueueLimit.
+#[derive(Debug)]
+pub(crate) struct QueueFull;
+
+impl ConnectionShared {
+    pub(crate) fn new(
+        id: u64,
+        peer: SocketAddr,
+        socket: Weak<TcpStream>,
+        outbound: Sender<Outbound>,
+        waker: Waker,
+    ) -> Self {
+        ConnectionShared {
+            id,
+            peer,
+            socket,
+            outbound,
+            queued: AtomicUsize::new(0),
+            waker,
+            state: AtomicU8::new(ConnState::Connecting as u8),
+            identity: Mutex::new(None),
+            last_activity_ms: AtomicU64::new(0),
+            tid: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues `msg` and wakes the connection thread. Never blocks. Fails when the queue holds
+    /// `limit` messages already (the slow-client policy then closes the client).
+    pub(crate) fn push(&self, msg: Outbound, limit: usize) -> Result<(), QueueFull> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= limit
+            && !matches!(msg, Outbound::Close { .. })
+        {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(QueueFull);
+        }
+        if self.outbound.send(msg).is_err() {
+            // The connection thread is gone; nothing will read this.
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Shuts the socket down (both directions) if it is still open: the connection thread's
+    /// next `poll` returns at once and its reads and writes fail. Returns whether it was open.
+    pub(crate) fn shutdown_socket(&self) -> bool {
+        match self.socket.upgrade() {
+            Some(tcp) => tcp.shutdown(std::net::Shutdown::Both).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Called by the connection thread for each message it takes off the queue.
+    pub(crate) fn took_one(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn state(&self) -> ConnState {
+        ConnState::ALL[self.state.load(Ordering::Acquire) as usize]
+    }
+
+    /// Moves to `to`, keeping the per-state counts in `metrics` right. Logged at debug.
+    pub(crate) fn set_state(&self, to: ConnState, metrics: &Metrics) {
+        let from = ConnState::ALL[self.state.swap(to as u8, Ordering::AcqRel) as usize];
+        if from == to {
+            return;
+        }
+        metrics.states[from as usize].fetch_sub(1, Ordering::Relaxed);
+        metrics.states[to as usize].fetch_add(1, Ordering::Relaxed);
+        log::debug!(
+            "conn {} {}: {} -> {}",
+            self.id,
+            self.peer,
+            from.as_str(),
+            to.as_str()
+        );
+    }
+}
+
+/// Counters (atomics: never behind a lock).
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    /// Current count per live state; cumulative for the terminal states.
+    pub states: [AtomicUsize; STATE_COUNT],
+    pub total_connections: AtomicU64,
+    pub total_requests: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub rejected: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub(crate) fn count_rejection(&self, reason: &'static str) {
+        *self.rejected.lock().entry(reason).or_insert(0) += 1;
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The registry of live connections (the connection mutex of the C design).
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub by_id: HashMap<u64, Arc<ConnectionShared>>,
+    /// Upgraded (WebSocket) connections: what MaxConnections limits.
+    pub established: usize,
+    pub established_per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Server state that changes rarely (the context mutex of the C design).
+#[derive(Debug, Default)]
+pub(crate) struct ServerState {
+    pub bound: Vec<SocketAddr>,
+}
+
+/// The shutdown flag, the condvar every background thread waits on, and a wake descriptor
+/// for the accept loop's `poll`.
+#[derive(Debug)]
+pub(crate) struct ShutdownSignal {
+    requested: AtomicBool,
+    skip_waits: AtomicBool,
+    lock: Mutex<()>,
+    cond: Condvar,
+    pub waker: Waker,
+}
+
+impl ShutdownSignal {
+    fn new() -> std::io::Result<Self> {
+        Ok(ShutdownSignal {
+            requested: AtomicBool::new(false),
+            skip_waits: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+            waker: Waker::new()?,
+        })
+    }
+
+    /// Sets the flag and wakes every waiter. Returns false if it was already set.
+    pub(crate) fn request(&self) -> bool {
+        let first = !self.requested.swap(true, Ordering::SeqCst);
+        self.notify();
+        self.waker.wake();
+        first
+    }
+
+    pub(crate) fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// A second signal: the remaining shutdown waits end at once.
+    pub(crate) fn skip_waits(&self) {
+        self.skip_waits.store(true, Ordering::SeqCst);
+        self.notify();
+        self.waker.wake();
+    }
+
+    pub(crate) fn waits_skipped(&self) -> bool {
+        self.skip_waits.load(Ordering::SeqCst)
+    }
+
+    /// Wakes everything waiting on the condvar (a thread exited, a phase may proceed).
+    pub(crate) fn notify(&self) {
+        let _g = self.lock.lock();
+        self.cond.notify_all();
+    }
+
+    /// Waits until `done()` holds, the deadline passes, or (when `skippable`) waits are
+    /// skipped. Re-checks whenever the condvar is notified. Returns `done()`.
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Instant,
+        skippable: bool,
+        mut done: impl FnMut() -> bool,
+    ) -> bool {
+        let mut g = self.lock.lock();
+        loop {
+            if done() {
+                return true;
+            }
+            if (skippable && self.waits_skipped()) || Instant::now() >= deadline {
+                return done();
+            }
+            self.cond.wait_until(&mut g, deadline);
+        }
+    }
+
+    /// Blocks until shutdown is requested or `timeout` passes; true when requested.
+    pub(crate) fn wait_requested(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(crate::wake::after);
+        let mut g = self.lock.lock();
+        while !self.is_requested() {
+            match deadline {
+                Some(d) => {
+                    if self.cond.wait_until(&mut g, d).timed_out() {
+                        break;
+                    }
+                }
+                None => self.cond.wait(&mut g),
+            }
+        }
+        self.is_requested()
+    }
+}
+
+/// Everything the server's threads share.
+#[derive(Debug)]
+pub(crate) struct ServerContext {
+    pub config: Config,
+    pub auth: Authenticator,
+    pub connections: Mutex<Registry>,
+    pub state: Mutex<ServerState>,
+    pub metrics: Metrics,
+    pub shutdown: ShutdownSignal,
+    pub threads: ThreadRegistry,
+    pub dispatch: Dispatcher,
+    pub sampler: ProcessSampler,
+    pub started: SystemTime,
+    pub started_at: Instant,
+    next_connection_id: AtomicU64,
+}
+
+impl ServerContext {
+    pub(crate) fn new(config: Config) -> std::io::Result<Self> {
+        let auth = Authenticator::new(config.keys.clone(), config.auth_required);
+        Ok(ServerContext {
+            auth,
+            connections: Mutex::new(Registry::default()),
+            state: Mutex::new(ServerState::default()),
+            metrics: Metrics::default(),
+            shutdown: ShutdownSignal::new()?,
+            threads: ThreadRegistry::default(),
+            dispatch: Dispatcher::new(),
+            sampler: ProcessSampler::new(),
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            next_connection_id: AtomicU64::new(1),
+            config,
+        })
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Milliseconds since the server started (for cheap "last activity" stamps).
+    pub(crate) fn uptime_ms(&self) -> u64 {
+        self.started_at.elapsed().as_millis() as u64
+    }
+
+    /// Live connection threads (handshaking or established).
+    pub(crate) fn live_connections(&self) -> usize {
+        self.connections.lock().by_id.len()
+    }
+
+    /// Wakes every connection thread (they look at the shutdown flag); returns how many.
+    pub(crate) fn wake_all_connections(&self) -> usize {
+        let all: Vec<Arc<ConnectionShared>> =
+            self.connections.lock().by_id.values().cloned().collect();
+        for c in &all {
+            c.waker.wake();
+        }
+        all.len()
+    }
+
+    pub(crate) fn connection(&self, id: u64) -> Option<Arc<ConnectionShared>> {
+        self.connections.lock().by_id.get(&id).cloned()
+    }
+}

@@ -1,0 +1,228 @@
+//! Channel → handler registry and the worker pool (`ThreadPoolSize` threads, fed through the
+//! queue mutex of the C design) that runs application handlers, so that a slow handler never
+//! stalls a connection's reads, writes or heartbeat.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde_json::Value;
+
+use crate::message::{self, Command, ErrorCode, ReplyTo, WireError};
+use crate::server::auth::Identity;
+use crate::server::context::{ConnectionShared, Outbound, ServerContext};
+use crate::server::threads::{Activity, ThreadRegistry, ThreadRole};
+
+/// A command as a handler sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Request {
+    /// The connection that sent it.
+    pub connection_id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Who sent it (key name and role).
+    pub identity: Identity,
+    /// The command: id, channel, action, data (always an object).
+    pub command: Command,
+}
+
+/// What a handler returns: the response `data`, or an error the client receives as is.
+pub type HandlerResult = Result<Value, WireError>;
+
+type HandlerFn = dyn Fn(&Request) -> HandlerResult + Send + Sync + 'static;
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+#[derive(Debug, Default)]
+struct WorkQueue {
+    jobs: VecDeque<JobBox>,
+    stopping: bool,
+}
+
+struct JobBox(Job);
+
+impl std::fmt::Debug for JobBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+/// The handler registry and the worker queue.
+pub(crate) struct Dispatcher {
+    handlers: RwLock<HashMap<String, Arc<HandlerFn>>>,
+    queue: Mutex<WorkQueue>,
+    queue_ready: Condvar,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("channels", &self.handlers.read().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    pub(crate) fn new() -> Self {
+        Dispatcher {
+            handlers: RwLock::new(HashMap::new()),
+            queue: Mutex::new(WorkQueue::default()),
+            queue_ready: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn register(
+        &self,
+        channel: &str,
+        handler: Arc<HandlerFn>,
+    ) -> Option<Arc<HandlerFn>> {
+        self.handlers.write().insert(channel.to_string(), handler)
+    }
+
+    pub(crate) fn channels(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.handlers.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Jobs waiting for a worker.
+    pub(crate) fn backlog(&self) -> usize {
+        self.queue.lock().jobs.len()
+    }
+
+    fn submit(&self, job: Job) -> Result<(), WireError> {
+        let mut q = self.queue.lock();
+        if q.stopping {
+            return Err(WireError::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        q.jobs.push_back(JobBox(job));
+        drop(q);
+        self.queue_ready.notify_one();
+        Ok(())
+    }
+
+    /// Tells the workers to finish: queued jobs are dropped (their connections are closing).
+    pub(crate) fn stop_workers(&self) {
+        let mut q = self.queue.lock();
+        q.stopping = true;
+        q.jobs.clear();
+        drop(q);
+        self.queue_ready.notify_all();
+    }
+
+    /// Starts `ThreadPoolSize` workers named `hws-worker-<n>`.
+    pub(crate) fn start_workers(ctx: &Arc<ServerContext>) -> std::io::Result<()> {
+        for n in 0..ctx.config.thread_pool_size {
+            let worker_ctx = ctx.clone();
+            ThreadRegistry::spawn(
+                ctx,
+                ThreadRole::Worker,
+                format!("hws-worker-{n}"),
+                WORKER_STACK,
+                None,
+                move |tag| {
+                    let d = &worker_ctx.dispatch;
+                    loop {
+                        let job = {
+                            let mut q = d.queue.lock();
+                            loop {
+                                if q.stopping {
+                                    return;
+                                }
+                                if let Some(job) = q.jobs.pop_front() {
+                                    break job;
+                                }
+                                tag.set(Activity::Waiting, worker_ctx.uptime_ms());
+                                d.queue_ready.wait(&mut q);
+                            }
+                        };
+                        tag.set(Activity::Running, worker_ctx.uptime_ms());
+                        (job.0)();
+                    }
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Routes a command on an application channel to its handler on the worker pool. The
+    /// response (or error) is queued to `conn` under the command's id. Errors returned here
+    /// (no handler, shutting down) are for the caller to send at once.
+    pub(crate) fn dispatch(
+        ctx: &Arc<ServerContext>,
+        conn: &Arc<ConnectionShared>,
+        identity: &Identity,
+        command: Command,
+    ) -> Result<(), WireError> {
+        let handler = ctx
+            .dispatch
+            .handlers
+            .read()
+            .get(&command.channel)
+            .cloned()
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::UnknownChannel,
+                    format!("no handler is registered for channel {:?}", command.channel),
+                )
+                .with_details(serde_json::json!({"channel": command.channel}))
+            })?;
+        let request = Request {
+            connection_id: conn.id,
+            peer: conn.peer,
+            identity: identity.clone(),
+            command,
+        };
+        let conn = conn.clone();
+        ctx.dispatch
+            .submit(Box::new(move || run_handler(&*handler, &request, &conn)))
+    }
+}
+
+/// Stack for worker threads: handlers are application code, so give them more than a
+/// connection thread gets.
+const WORKER_STACK: usize = 1 << 20;
+
+fn run_handler(handler: &HandlerFn, request: &Request, conn: &ConnectionShared) {
+    let to = ReplyTo::from(&request.command);
+    let outcome = catch_unwind(AssertUnwindSafe(|| handler(request)));
+    let text = match &outcome {
+        Ok(Ok(data)) => message::response_ok(&to, data),
+        Ok(Err(err)) => message::response_error(&to, err),
+        Err(_) => {
+            log::error!(
+                "handler for {}/{} panicked (conn {} {}); closing that client with 1011",
+                request.command.channel,
+                request.command.action,
+                conn.id,
+                conn.peer
+            );
+            message::response_error(
+                &to,
+                &WireError::new(ErrorCode::ServerError, "the handler failed (panicked)"),
+            )
+        }
+    };
+    // Replies are bounded by the per-connection in-flight limit, not by the queue limit.
+    let _ = conn.push(
+        Outbound::Reply {
+            id: to.id.clone(),
+            text,
+        },
+        usize::MAX,
+    );
+    if outcome.is_err() {
+        let _ = conn.push(
+            Outbound::Close {
+                code: 1011,
+                reason: "handler failed",
+            },
+            usize::MAX,
+        );
+    }
+}

@@ -1,0 +1,626 @@
+//! The HTTP upgrade (SPEC §4): read the request head within HandshakeTimeoutMs, answer
+//! `/health` and non-upgrade requests, check subprotocol, credentials and limits, answer each
+//! rejection with its status and JSON error body, and hand accepted requests to tungstenite.
+//!
+//! The request head is parsed with `httparse` (what tungstenite uses) because tungstenite
+//! cannot answer a non-upgrade request; the bytes read are then replayed to tungstenite's own
+//! handshake, which validates the upgrade and writes the 101 response.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::handshake::server::{Request, Response};
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{WebSocket, accept_hdr_with_config};
+
+use crate::server::auth::{Credential, Identity};
+use crate::server::context::{ConnState, ConnectionShared, ServerContext};
+use crate::wake::{self, Interest};
+
+/// Largest request head accepted; larger gets 431.
+const MAX_HEAD_BYTES: usize = 8192;
+/// Most request headers parsed.
+const MAX_HEADERS: usize = 48;
+/// After a rejection, how long we keep reading (and discarding) so the client sees our
+/// response rather than a reset.
+const LINGER_AFTER_REJECT: Duration = Duration::from_millis(250);
+/// Read buffer for tungstenite: small, because it is allocated per connection.
+pub(crate) const READ_BUFFER_BYTES: usize = 4096;
+
+/// The client's socket, replaying the request head we read to tungstenite's handshake.
+#[derive(Debug)]
+pub(crate) struct ClientStream {
+    tcp: Arc<TcpStream>,
+    replay: Vec<u8>,
+    replay_pos: usize,
+}
+
+impl ClientStream {
+    /// The socket's descriptor, for `poll(2)`.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.tcp.as_raw_fd()
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.replay_pos < self.replay.len() {
+            let n = buf.len().min(self.replay.len() - self.replay_pos);
+            buf[..n].copy_from_slice(&self.replay[self.replay_pos..self.replay_pos + n]);
+            self.replay_pos += n;
+            if self.replay_pos == self.replay.len() {
+                self.replay = Vec::new();
+                self.replay_pos = 0;
+            }
+            return Ok(n);
+        }
+        (&*self.tcp).read(buf)
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.tcp).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.tcp).flush()
+    }
+}
+
+/// How a handshake ended.
+pub(crate) enum Outcome {
+    /// Upgraded. `identity` is `None` when the client must still authenticate (Verifying).
+    Upgraded {
+        ws: Box<WebSocket<ClientStream>>,
+        identity: Option<Identity>,
+        counted: bool,
+    },
+    /// Answered (health, rejection) or failed; the connection is over.
+    Finished,
+}
+
+/// What the request head says, as far as we need it.
+struct RequestHead {
+    is_get: bool,
+    path: String,
+    query: String,
+    is_upgrade: bool,
+    protocols: Vec<String>,
+    authorization: Option<String>,
+}
+
+/// A rejection: HTTP status, error code, message, extra headers.
+struct Rejection {
+    status: u16,
+    reason: &'static str,
+    code: &'static str,
+    message: String,
+    headers: Vec<(&'static str, String)>,
+    state: ConnState,
+}
+
+impl Rejection {
+    fn new(
+        status: u16,
+        reason: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Rejection {
+            status,
+            reason,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+            state: ConnState::Failed,
+        }
+    }
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    fn state(mut self, state: ConnState) -> Self {
+        self.state = state;
+        self
+    }
+}
+
+/// Runs the whole handshake for one accepted socket. Never blocks past HandshakeTimeoutMs.
+pub(crate) fn perform(
+    ctx: &ServerContext,
+    conn: &ConnectionShared,
+    tcp: Arc<TcpStream>,
+) -> Outcome {
+    let deadline = wake::after(ctx.config.handshake_timeout);
+    let head_bytes = match read_head(&tcp, conn, ctx, deadline) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Outcome::Finished, // shutdown, or the client went away
+        Err(HeadError::Timeout) => {
+            ctx.metrics.count_rejection("handshake_timeout");
+            log::info!(
+                "conn {} {}: handshake not complete within {:?}; closed",
+                conn.id,
+                conn.peer,
+                ctx.config.handshake_timeout
+            );
+            conn.set_state(ConnState::Failed, &ctx.metrics);
+            return Outcome::Finished;
+        }
+        Err(HeadError::TooLarge) => {
+            let r = Rejection::new(
+                431,
+                "Request Header Fields Too Large",
+                "invalid_message",
+                "request head over 8 KiB",
+            );
+            return reject(ctx, conn, tcp, r, deadline);
+        }
+        Err(HeadError::Malformed(why)) => {
+            let r = Rejection::new(
+                400,
+                "Bad Request",
+                "invalid_message",
+                format!("malformed HTTP request: {why}"),
+            );
+            return reject(ctx, conn, tcp, r, deadline);
+        }
+    };
+    let head = match parse_head(&head_bytes) {
+        Ok(h) => h,
+        Err(why) => {
+            let r = Rejection::new(
+                400,
+                "Bad Request",
+                "invalid_message",
+                format!("malformed HTTP request: {why}"),
+            );
+            return reject(ctx, conn, tcp, r, deadline);
+        }
+    };
+    if !head.is_upgrade || !head.is_get {
+        if head.is_get && head.path == "/health" {
+            write_response(
+                &tcp,
+                200,
+                "OK",
+                &[],
+                &json!({"status": "ok"}).to_string(),
+                deadline,
+            );
+            linger_and_close(&tcp, deadline);
+            conn.set_state(ConnState::Closed, &ctx.metrics);
+            return Outcome::Finished;
+        }
+        let r = Rejection::new(
+            426,
+            "Upgrade Required",
+            "upgrade_required",
+            "this is a WebSocket endpoint: send an HTTP/1.1 upgrade (GET with Upgrade: websocket)",
+        )
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13");
+        return reject(ctx, conn, tcp, r, deadline);
+    }
+    let admitted = match admit(ctx, conn, &head) {
+        Ok(a) => a,
+        Err(r) => return reject(ctx, conn, tcp, r, deadline),
+    };
+    let stream = ClientStream {
+        tcp,
+        replay: head_bytes,
+        replay_pos: 0,
+    };
+    match upgrade(ctx, conn, stream, admitted.protocol.clone(), deadline) {
+        Some(ws) => Outcome::Upgraded {
+            ws: Box::new(ws),
+            identity: admitted.identity,
+            counted: true,
+        },
+        None => {
+            release_slot(ctx, conn);
+            conn.set_state(ConnState::Failed, &ctx.metrics);
+            Outcome::Finished
+        }
+    }
+}
+
+enum HeadError {
+    Timeout,
+    TooLarge,
+    Malformed(String),
+}
+
+/// Reads until the end of the request head (`\r\n\r\n`), the deadline, or shutdown.
+fn read_head(
+    mut tcp: &TcpStream,
+    conn: &ConnectionShared,
+    ctx: &ServerContext,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>, HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let mut ready = Vec::with_capacity(2);
+    let interests = [
+        Interest {
+            fd: tcp.as_raw_fd(),
+            read: true,
+            write: false,
+        },
+        Interest {
+            fd: conn.waker.raw_fd(),
+            read: true,
+            write: false,
+        },
+    ];
+    loop {
+        match tcp.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    return Ok(Some(buf));
+                }
+                if buf.len() > MAX_HEAD_BYTES {
+                    return Err(HeadError::TooLarge);
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(HeadError::Malformed(e.to_string())),
+        }
+        if ctx.shutdown.is_requested() {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Err(HeadError::Timeout);
+        }
+        if wake::wait(&interests, Some(deadline), &mut ready).is_err() {
+            return Ok(None);
+        }
+        if ready[1].readable {
+            conn.waker.reset();
+        }
+    }
+}
+
+fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete request head".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let all_headers: &[httparse::Header] = req.headers;
+    let header = |name: &'static str| {
+        all_headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+    };
+    let text = |h: &httparse::Header| String::from_utf8_lossy(h.value).into_owned();
+    let has_token = |name: &'static str, token: &str| {
+        header(name).any(|h| {
+            text(h)
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    let is_upgrade = has_token("Upgrade", "websocket") && has_token("Connection", "upgrade");
+    let protocols = header("Sec-WebSocket-Protocol")
+        .flat_map(|h| {
+            text(h)
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    Ok(RequestHead {
+        is_get: req.method == Some("GET"),
+        path: path.to_string(),
+        query: query.to_string(),
+        is_upgrade,
+        protocols,
+        authorization: header("Authorization").next().map(text),
+    })
+}
+
+struct Admitted {
+    protocol: Option<String>,
+    identity: Option<Identity>,
+}
+
+/// Subprotocol, credentials, limits; on success a MaxConnections slot is taken.
+fn admit(
+    ctx: &ServerContext,
+    conn: &ConnectionShared,
+    head: &RequestHead,
+) -> Result<Admitted, Rejection> {
+    let config = &ctx.config;
+    let protocol = head
+        .protocols
+        .iter()
+        .find(|p| **p == config.protocol)
+        .cloned();
+    if protocol.is_none() && config.require_protocol {
+        let offered = if head.protocols.is_empty() {
+            "none".to_string()
+        } else {
+            head.protocols.join(", ")
+        };
+        return Err(Rejection::new(
+            400,
+            "Bad Request",
+            "invalid_protocol",
+            format!(
+                "subprotocol {:?} is required (Sec-WebSocket-Protocol); offered: {offered}",
+                config.protocol
+            ),
+        ));
+    }
+    let identity = match credential(head) {
+        Some(Ok(cred)) => match ctx.auth.verify(&cred) {
+            Ok(identity) => Some(identity),
+            Err(why) => {
+                return Err(Rejection::new(401, "Unauthorized", "auth_failed", why.0)
+                    .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
+                    .state(ConnState::Rejected));
+            }
+        },
+        Some(Err(why)) => {
+            return Err(Rejection::new(401, "Unauthorized", "auth_failed", why)
+                .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
+                .state(ConnState::Rejected));
+        }
+        None => ctx.auth.anonymous(),
+    };
+    if ctx.shutdown.is_requested() {
+        return Err(Rejection::new(
+            503,
+            "Service Unavailable",
+            "shutting_down",
+            "the server is shutting down",
+        )
+        .header("Retry-After", "5"));
+    }
+    let mut registry = ctx.connections.lock();
+    if registry.established >= config.max_connections {
+        return Err(Rejection::new(
+            503,
+            "Service Unavailable",
+            "server_busy",
+            format!(
+                "MaxConnections ({}) reached; retry later",
+                config.max_connections
+            ),
+        )
+        .header("Retry-After", "5"));
+    }
+    let ip = conn.peer.ip();
+    let from_ip = registry.established_per_ip.get(&ip).copied().unwrap_or(0);
+    if from_ip >= config.max_connections_per_ip {
+        return Err(Rejection::new(
+            429,
+            "Too Many Requests",
+            "rate_limited",
+            format!(
+                "MaxConnectionsPerIp ({}) reached for {ip}",
+                config.max_connections_per_ip
+            ),
+        )
+        .header("Retry-After", "5"));
+    }
+    registry.established += 1;
+    *registry.established_per_ip.entry(ip).or_insert(0) += 1;
+    Ok(Admitted { protocol, identity })
+}
+
+/// Gives back the MaxConnections slot taken by [`admit`].
+pub(crate) fn release_slot(ctx: &ServerContext, conn: &ConnectionShared) {
+    let mut registry = ctx.connections.lock();
+    registry.established = registry.established.saturating_sub(1);
+    let ip = conn.peer.ip();
+    if let Some(n) = registry.established_per_ip.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            registry.established_per_ip.remove(&ip);
+        }
+    }
+}
+
+/// The credential in the request: `Authorization` header first, then `?key=` / `?token=`.
+fn credential(head: &RequestHead) -> Option<Result<Credential, &'static str>> {
+    if let Some(auth) = &head.authorization {
+        let (scheme, value) = auth.trim().split_once(' ').unwrap_or((auth.as_str(), ""));
+        let value = value.trim().to_string();
+        return Some(match scheme {
+            s if s.eq_ignore_ascii_case("key") && !value.is_empty() => Ok(Credential::Key(value)),
+            s if s.eq_ignore_ascii_case("bearer") && !value.is_empty() => {
+                Ok(Credential::Bearer(value))
+            }
+            _ => Err("Authorization must be `Key <key>` or `Bearer <token>`"),
+        });
+    }
+    for (k, v) in form_urlencoded::parse(head.query.as_bytes()) {
+        match k.as_ref() {
+            "key" => return Some(Ok(Credential::Key(v.into_owned()))),
+            "token" => return Some(Ok(Credential::Bearer(v.into_owned()))),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// tungstenite's handshake over the replayed head, resumed on WouldBlock until `deadline`.
+#[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
+fn upgrade(
+    ctx: &ServerContext,
+    conn: &ConnectionShared,
+    stream: ClientStream,
+    protocol: Option<String>,
+    deadline: Instant,
+) -> Option<WebSocket<ClientStream>> {
+    let fd = stream.tcp.as_raw_fd();
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(ctx.config.max_message_size * 4 + 65536)
+        .max_message_size(Some(ctx.config.max_message_size))
+        .max_frame_size(Some(ctx.config.max_message_size));
+    let callback = move |_req: &Request, mut resp: Response| {
+        if let Some(p) = protocol
+            && let Ok(v) = HeaderValue::from_str(&p)
+        {
+            resp.headers_mut().insert("Sec-WebSocket-Protocol", v);
+        }
+        Ok(resp)
+    };
+    let mut attempt = accept_hdr_with_config(stream, callback, Some(ws_config));
+    let mut ready = Vec::with_capacity(1);
+    loop {
+        match attempt {
+            Ok(ws) => return Some(ws),
+            Err(HandshakeError::Failure(e)) => {
+                ctx.metrics.count_rejection("bad_upgrade");
+                log::info!(
+                    "conn {} {}: WebSocket upgrade refused: {e}",
+                    conn.id,
+                    conn.peer
+                );
+                return None;
+            }
+            Err(HandshakeError::Interrupted(mid)) => {
+                if Instant::now() >= deadline || ctx.shutdown.is_requested() {
+                    ctx.metrics.count_rejection("handshake_timeout");
+                    log::info!(
+                        "conn {} {}: upgrade response not sent within the handshake timeout",
+                        conn.id,
+                        conn.peer
+                    );
+                    return None;
+                }
+                let interest = [Interest {
+                    fd,
+                    read: true,
+                    write: true,
+                }];
+                if wake::wait(&interest, Some(deadline), &mut ready).is_err() {
+                    return None;
+                }
+                attempt = mid.handshake();
+            }
+        }
+    }
+}
+
+fn reject(
+    ctx: &ServerContext,
+    conn: &ConnectionShared,
+    tcp: Arc<TcpStream>,
+    r: Rejection,
+    deadline: Instant,
+) -> Outcome {
+    ctx.metrics.count_rejection(r.code);
+    log::info!(
+        "conn {} {}: handshake rejected: {} {} ({})",
+        conn.id,
+        conn.peer,
+        r.status,
+        r.code,
+        r.message
+    );
+    let body =
+        json!({"error": {"code": r.code, "message": r.message, "details": {"status": r.status}}});
+    let headers: Vec<(&str, String)> = r.headers.iter().map(|(k, v)| (*k, v.clone())).collect();
+    write_response(
+        &tcp,
+        r.status,
+        r.reason,
+        &headers,
+        &body.to_string(),
+        deadline,
+    );
+    linger_and_close(&tcp, deadline);
+    conn.set_state(r.state, &ctx.metrics);
+    Outcome::Finished
+}
+
+/// Writes a complete HTTP response (best effort until `deadline`).
+fn write_response(
+    mut tcp: &TcpStream,
+    status: u16,
+    reason: &str,
+    headers: &[(&str, String)],
+    body: &str,
+    deadline: Instant,
+) {
+    let mut text = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    let mut bytes = text.as_bytes();
+    let interest = [Interest {
+        fd: tcp.as_raw_fd(),
+        read: false,
+        write: true,
+    }];
+    let mut ready = Vec::with_capacity(1);
+    while !bytes.is_empty() {
+        match tcp.write(bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline
+                    || wake::wait(&interest, Some(deadline), &mut ready).is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Half-closes and discards what the client still sends for a short while, so it reads our
+/// response instead of a connection reset.
+fn linger_and_close(tcp: &TcpStream, deadline: Instant) {
+    let _ = tcp.shutdown(Shutdown::Write);
+    let until = deadline.min(wake::after(LINGER_AFTER_REJECT));
+    let interest = [Interest {
+        fd: tcp.as_raw_fd(),
+        read: true,
+        write: false,
+    }];
+    let mut ready = Vec::with_capacity(1);
+    let mut sink = [0u8; 512];
+    let mut reader = tcp;
+    loop {
+        match reader.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= until
+                    || wake::wait(&interest, Some(until), &mut ready).is_err()
+                {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Binding (Interface and Port, falling back through Port..Port+PortFallbackCount-1; IPv4
+//! and/or IPv6) and the accept loop (`hws-accept`): one `poll(2)` over the listeners and the
+//! shutdown wake descriptor, so shutdown stops accepting at once.
+
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::server::connection;
+use crate::server::context::ServerContext;
+use crate::server::threads::{Activity, ThreadTag};
+use crate::wake::{self, Interest};
+
+/// Pending connections the kernel queues for us.
+const LISTEN_BACKLOG: i32 = 1024;
+/// Connection threads allowed beyond MaxConnections, for clients still handshaking (they
+/// get a proper 503 once their request is read). Past that, sockets are refused at accept.
+const HANDSHAKE_HEADROOM: usize = 64;
+/// How long the accept loop pauses when the process is out of file descriptors.
+const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+
+/// The addresses to listen on, from Interface / EnableIPv4 / EnableIPv6.
+fn addresses(config: &Config) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    match config.interface {
+        IpAddr::V4(v4) => {
+            if config.enable_ipv4 {
+                out.push(IpAddr::V4(v4));
+            }
+            if config.enable_ipv6 {
+                if v4.is_unspecified() {
+                    out.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+                } else if v4.is_loopback() {
+                    out.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+                } else {
+                    log::warn!(
+                        "EnableIPv6 is on but Interface {v4} has no IPv6 counterpart; listening on IPv4 only"
+                    );
+                }
+            }
+        }
+        IpAddr::V6(v6) => out.push(IpAddr::V6(v6)),
+    }
+    out
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Binds every address on the first port of the range where all of them bind.
+/// Errors: [`Error::Bind`] naming the addresses and ports tried.
+pub(crate) fn bind(config: &Config) -> Result<Vec<TcpListener>, Error> {
+    let addrs = addresses(config);
+    let count = if config.port == 0 {
+        1
+    } else {
+        config.port_fallback_count
+    };
+    let last_port = config.port.saturating_add(count - 1);
+    let mut last_err = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind");
+    for port in config.port..=last_port {
+        let mut listeners: Vec<TcpListener> = Vec::new();
+        let mut port_in_use = port;
+        let mut failed = None;
+        for ip in &addrs {
+            match bind_one(SocketAddr::new(*ip, port_in_use)) {
+                Ok(l) => {
+                    if port_in_use == 0 {
+                        port_in_use = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                    }
+                    listeners.push(l);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => {
+                for l in &listeners {
+                    if let Ok(a) = l.local_addr() {
+                        log::info!(
+                            "listening on {a}{}",
+                            if port == config.port {
+                                ""
+                            } else {
+                                " (fallback port)"
+                            }
+                        );
+                    }
+                }
+                return Ok(listeners);
+            }
+            Some(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                log::warn!("port {port} unavailable ({e}); trying the next");
+                last_err = e;
+            }
+            Some(e) => {
+                return Err(Error::Bind {
+                    attempted: format!("{:?} port {port}", addrs),
+                    source: e,
+                });
+            }
+        }
+    }
+    Err(Error::Bind {
+        attempted: format!("{:?} ports {}..={last_port}", addrs, config.port),
+        source: last_err,
+    })
+}
+
+/// The accept loop: runs until shutdown is requested, then drops (closes) the listeners.
+pub(crate) fn accept_loop(
+    ctx: Arc<ServerContext>,
+    listeners: Vec<TcpListener>,
+    tag: Arc<ThreadTag>,
+) {
+    let mut interests: Vec<Interest> = listeners
+        .iter()
+        .map(|l| Interest {
+            fd: l.as_raw_fd(),
+            read: true,
+            write: false,
+        })
+        .collect();
+    interests.push(Interest {
+        fd: ctx.shutdown.waker.raw_fd(),
+        read: true,
+        write: false,
+    });
+    let mut ready = Vec::with_capacity(interests.len());
+    let max_threads = ctx.config.max_connections + HANDSHAKE_HEADROOM;
+    while !ctx.shutdown.is_requested() {
+        tag.set(Activity::Waiting, ctx.uptime_ms());
+        if let Err(e) = wake::wait(&interests, None, &mut ready) {
+            log::error!("accept loop: poll failed: {e}");
+            break;
+        }
+        tag.set(Activity::Running, ctx.uptime_ms());
+        if ctx.shutdown.is_requested() {
+            break;
+        }
+        for (listener, r) in listeners.iter().zip(&ready) {
+            if !r.readable {
+                continue;
+            }
+            loop {
+                match listener.accept() {
+                    Ok((mut tcp, peer)) => {
+                        if ctx.live_connections() >= max_threads {
+                            ctx.metrics.count_rejection("server_busy");
+                            log::warn!(
+                                "refusing {peer}: {max_threads} connections already open or handshaking"
+                            );
+                            let _ = tcp.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                            continue;
+                        }
+                        if let Err(e) = connection::spawn(&ctx, tcp, peer) {
+                            log::error!("could not start a thread for {peer}: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) =>
+                    {
+                        log::error!(
+                            "accept: out of file descriptors ({e}); pausing {FD_EXHAUSTED_PAUSE:?}"
+                        );
+                        ctx.shutdown.wait_requested(Some(FD_EXHAUSTED_PAUSE));
+                        break;
+                    }
+                    Err(e) => {
+                        log::debug!("accept: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        ctx.threads.reap();
+    }
+    log::debug!(
+        "accept loop stopped; closing {} listener(s)",
+        listeners.len()
+    );
+}

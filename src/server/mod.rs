@@ -1,0 +1,201 @@
+//! The server: [`Server::start`] binds, starts the accept thread and the worker pool, and
+//! returns a [`ServerHandle`] to register handlers, read status, and shut down.
+
+pub(crate) mod auth;
+mod connection;
+pub(crate) mod context;
+mod dispatch;
+mod handshake;
+mod listener;
+mod shutdown;
+pub(crate) mod status;
+mod system_channel;
+mod threads;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+pub use auth::{ApiKey, Identity, Role, Secret};
+pub use dispatch::{HandlerResult, Request};
+pub use shutdown::ShutdownReport;
+pub use threads::StuckThread;
+
+use crate::config::Config;
+use crate::error::Error;
+use context::ServerContext;
+use threads::{ThreadRegistry, ThreadRole};
+
+/// Stack of the accept thread: it only polls and spawns.
+const ACCEPT_STACK: usize = 128 * 1024;
+
+/// Starts servers. See [`Server::start`].
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Validates `config`, binds (with port fallback), starts the `hws-accept` thread and
+    /// `ThreadPoolSize` `hws-worker-<n>` threads, and returns at once.
+    ///
+    /// Errors: [`Error::Config`] (e.g. AuthRequired without a key), [`Error::Bind`] when no
+    /// port in the range could be bound, [`Error::Io`] when a thread or descriptor could not
+    /// be created.
+    pub fn start(config: Config) -> Result<ServerHandle, Error> {
+        config.validate()?;
+        let listeners = listener::bind(&config)?;
+        let ctx = Arc::new(
+            ServerContext::new(config)
+                .map_err(|e| Error::io("creating the shutdown wake descriptor", e))?,
+        );
+        ctx.state.lock().bound = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let handle = ServerHandle {
+            ctx: ctx.clone(),
+            report: Mutex::new(None),
+        };
+        dispatch::Dispatcher::start_workers(&ctx)
+            .map_err(|e| Error::io("starting worker threads", e))?;
+        let accept_ctx = ctx.clone();
+        ThreadRegistry::spawn(
+            &ctx,
+            ThreadRole::Accept,
+            "hws-accept".into(),
+            ACCEPT_STACK,
+            None,
+            move |tag| listener::accept_loop(accept_ctx, listeners, tag),
+        )
+        .map_err(|e| Error::io("starting the accept thread", e))?;
+        Ok(handle)
+    }
+}
+
+/// A running server. Dropping it shuts the server down (as [`ServerHandle::shutdown`]).
+///
+/// All methods may be called from any thread.
+#[derive(Debug)]
+pub struct ServerHandle {
+    ctx: Arc<ServerContext>,
+    report: Mutex<Option<ShutdownReport>>,
+}
+
+impl ServerHandle {
+    /// The first address the server listens on (with the port actually bound).
+    pub fn bound_addr(&self) -> SocketAddr {
+        self.ctx.state.lock().bound[0]
+    }
+
+    /// Every address the server listens on (IPv4 and IPv6 when both are enabled).
+    pub fn bound_addrs(&self) -> Vec<SocketAddr> {
+        self.ctx.state.lock().bound.clone()
+    }
+
+    /// Routes commands on `channel` to `handler`, replacing any earlier handler.
+    ///
+    /// The handler runs on the worker pool (never on a connection thread), gets the command
+    /// and the caller's identity, and returns the response data or a [`crate::WireError`].
+    /// Callers need role `operator` or above. A handler that panics makes its caller get
+    /// `server_error` and close 1011; other clients are not affected. A handler that takes
+    /// longer than HandlerTimeoutMs (10 s) makes its caller get `timeout`.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for `system` or a name not matching
+    /// `[a-z0-9_.-]{1,64}`.
+    pub fn register_handler<F>(&self, channel: &str, handler: F) -> Result<(), Error>
+    where
+        F: Fn(&Request) -> HandlerResult + Send + Sync + 'static,
+    {
+        let valid = !channel.is_empty()
+            && channel.len() <= crate::message::MAX_NAME_LEN
+            && channel.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+            });
+        if !valid || channel == "system" {
+            return Err(Error::InvalidArgument(format!(
+                "cannot register channel {channel:?}: reserved or not [a-z0-9_.-]{{1,64}}"
+            )));
+        }
+        self.ctx.dispatch.register(channel, Arc::new(handler));
+        log::info!("handler registered for channel {channel}");
+        Ok(())
+    }
+
+    /// The status object of SPEC §8 (what `system/status` answers).
+    pub fn status(&self) -> Value {
+        status::status_object(&self.ctx)
+    }
+
+    /// The thread dump of SPEC §12 (what `system/threads` answers).
+    pub fn thread_dump(&self) -> Value {
+        Value::Array(self.ctx.threads.dump(&self.ctx))
+    }
+
+    /// Writes the thread dump to the log at info level (the binary does this on SIGUSR1).
+    pub fn log_thread_dump(&self) {
+        for t in self.ctx.threads.dump(&self.ctx) {
+            log::info!("thread {t}");
+        }
+    }
+
+    /// Connections open or handshaking right now.
+    pub fn connection_count(&self) -> usize {
+        self.ctx.live_connections()
+    }
+
+    /// Asks for a shutdown without waiting for it (safe from a signal-handling thread).
+    /// Whoever waits in [`ServerHandle::join`] or [`ServerHandle::wait_for_shutdown_request`]
+    /// wakes up.
+    pub fn request_shutdown(&self) {
+        if self.ctx.shutdown.request() {
+            log::info!("shutdown requested");
+        }
+    }
+
+    /// Ends the remaining shutdown waits at once (a second signal).
+    pub fn skip_shutdown_waits(&self) {
+        log::warn!("second shutdown request: skipping the remaining waits");
+        self.ctx.shutdown.skip_waits();
+        self.ctx.wake_all_connections();
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.ctx.shutdown.is_requested()
+    }
+
+    /// Blocks until a shutdown is requested, or `timeout` passes (`None`: forever). Returns
+    /// whether it was requested.
+    pub fn wait_for_shutdown_request(&self, timeout: Option<Duration>) -> bool {
+        self.ctx.shutdown.wait_requested(timeout)
+    }
+
+    /// Shuts down now (the five phases of SPEC §10) and returns what happened. Takes about
+    /// a millisecond per few dozen well-behaved clients; at most CloseWaitMs + JoinMs plus a
+    /// few hundred ms with clients that do not answer. Calling it again returns the first
+    /// report.
+    pub fn shutdown(&self) -> ShutdownReport {
+        let mut report = self.report.lock();
+        if report.is_none() {
+            *report = Some(shutdown::run(&self.ctx));
+        }
+        report.clone().unwrap_or_default()
+    }
+
+    /// Waits for a shutdown request (a signal, [`ServerHandle::request_shutdown`], ...) and
+    /// then shuts down.
+    pub fn join(self) -> ShutdownReport {
+        self.wait_for_shutdown_request(None);
+        self.shutdown()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if self.report.lock().is_none() {
+            self.shutdown();
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The five-phase shutdown of SPEC §10, each phase timed and logged in milliseconds:
+//! signal, close, join, cleanup, fallback. Every wait has a deadline; a second signal ends
+//! the waits at once; the process never hangs on a stuck client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::server::context::ServerContext;
+use crate::server::threads::{StuckThread, ThreadRegistry, ThreadRole};
+
+/// How much longer than CloseWaitMs phase 2 waits: connection threads start their own
+/// CloseWaitMs clock when they notice the shutdown, a little after phase 1.
+const CLOSE_PHASE_MARGIN: Duration = Duration::from_millis(100);
+/// After phase 5 shuts sockets down, how long it waits for their threads to notice.
+const FALLBACK_GRACE: Duration = Duration::from_millis(200);
+
+/// What a shutdown did and how long each phase took.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Milliseconds per phase: signal, close, join, cleanup, fallback.
+    pub phase_ms: [f64; 5],
+    /// Milliseconds from the start of phase 1 to the end of phase 5.
+    pub total_ms: f64,
+    /// Connections open (or handshaking) when the shutdown began.
+    pub connections_at_start: usize,
+    /// Sockets phase 5 had to shut down by force.
+    pub sockets_forced: usize,
+    /// Threads still running at the end (named in the log); empty after a clean shutdown.
+    pub stuck_threads: Vec<StuckThread>,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Runs the five phases on the calling thread and returns the report.
+pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
+    let mut report = ShutdownReport::default();
+    let start = Instant::now();
+
+    // Phase 1: signal. The accept loop wakes on its descriptor and closes the listeners;
+    // commands arriving from now on are answered `shutting_down`.
+    let t = Instant::now();
+    ctx.shutdown.request();
+    report.phase_ms[0] = ms(t);
+    log::info!("shutdown phase 1 (signal): {:.2} ms", report.phase_ms[0]);
+
+    // Phase 2: close. Each connection thread flushes its queue, sends 1001 and waits for the
+    // client's close frame (up to CloseWaitMs).
+    let t = Instant::now();
+    report.connections_at_start = ctx.wake_all_connections();
+    let deadline = t + ctx.config.close_wait + CLOSE_PHASE_MARGIN;
+    let closed = ThreadRegistry::wait_exited(ctx, Some(ThreadRole::Connection), deadline, true);
+    report.phase_ms[1] = ms(t);
+    log::info!(
+        "shutdown phase 2 (close {} connections{}): {:.2} ms",
+        report.connections_at_start,
+        if closed { "" } else { ", some did not finish" },
+        report.phase_ms[1]
+    );
+
+    // Phase 3: join every thread that has signalled its exit, against one JoinMs deadline.
+    let t = Instant::now();
+    ctx.dispatch.stop_workers();
+    ThreadRegistry::wait_exited(ctx, None, t + ctx.config.join_timeout, true);
+    let joined = ctx.threads.reap();
+    report.phase_ms[2] = ms(t);
+    log::info!(
+        "shutdown phase 3 (join {joined} threads): {:.2} ms",
+        report.phase_ms[2]
+    );
+
+    // Phase 4: cleanup. Listeners closed with the accept thread; free what is left.
+    let t = Instant::now();
+    let m = &ctx.metrics;
+    log::info!(
+        "totals: {} connections, {} requests, {} messages in, {} out",
+        m.total_connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        m.total_requests.load(std::sync::atomic::Ordering::Relaxed),
+        m.messages_in.load(std::sync::atomic::Ordering::Relaxed),
+        m.messages_out.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    report.phase_ms[3] = ms(t);
+    log::info!("shutdown phase 4 (cleanup): {:.2} ms", report.phase_ms[3]);
+
+    // Phase 5: fallback. Sockets still open are shut down hard; threads still running are
+    // named, and the caller goes on without them.
+    let t = Instant::now();
+    let leftovers: Vec<_> = ctx.connections.lock().by_id.values().cloned().collect();
+    for c in &leftovers {
+        if c.shutdown_socket() {
+            report.sockets_forced += 1;
+            log::warn!(
+                "shutdown: forced socket of conn {} {} closed (state {})",
+                c.id,
+                c.peer,
+                c.state().as_str()
+            );
+        }
+        c.waker.wake();
+    }
+    if report.sockets_forced > 0 || ctx.threads.running(None) > 0 {
+        ThreadRegistry::wait_exited(ctx, None, Instant::now() + FALLBACK_GRACE, true);
+    }
+    ctx.threads.reap();
+    report.stuck_threads = ctx.threads.stuck();
+    for s in &report.stuck_threads {
+        log::error!(
+            "shutdown: thread {} ({}) still running in state {}; exiting without it",
+            s.name,
+            s.role,
+            s.state
+        );
+    }
+    report.phase_ms[4] = ms(t);
+    log::info!(
+        "shutdown phase 5 (fallback, {} sockets forced): {:.2} ms",
+        report.sockets_forced,
+        report.phase_ms[4]
+    );
+    report.total_ms = ms(start);
+    log::info!("shutdown complete in {:.2} ms", report.total_ms);
+    report
+}

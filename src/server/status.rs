@@ -1,0 +1,189 @@
+//! The status object of SPEC §8 (with the process's real thread count and memory) and the
+//! `system/info` object.
+
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use crate::message::format_time;
+use crate::server::context::{ConnState, ServerContext};
+
+/// Samples this process's memory through sysinfo. Kept between calls: a refresh of one process
+/// is a couple of `/proc` reads.
+pub(crate) struct ProcessSampler {
+    system: Mutex<Option<System>>,
+    pid: Pid,
+}
+
+impl std::fmt::Debug for ProcessSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProcessSampler")
+    }
+}
+
+/// Real figures of the process.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProcessFigures {
+    pub threads: u64,
+    pub virtual_bytes: u64,
+    pub resident_bytes: u64,
+}
+
+impl ProcessSampler {
+    pub(crate) fn new() -> Self {
+        ProcessSampler {
+            system: Mutex::new(System::new().ok()),
+            pid: Pid::from_u32(std::process::id()),
+        }
+    }
+
+    pub(crate) fn sample(&self) -> ProcessFigures {
+        let mut figures = ProcessFigures {
+            threads: thread_count(),
+            ..Default::default()
+        };
+        let mut guard = self.system.lock();
+        if let Some(sys) = guard.as_mut() {
+            sys.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&[self.pid]),
+                true,
+                ProcessRefreshKind::nothing().with_memory().without_tasks(),
+            );
+            if let Some(p) = sys.process(self.pid) {
+                figures.virtual_bytes = p.virtual_memory();
+                figures.resident_bytes = p.memory();
+            }
+        }
+        figures
+    }
+}
+
+/// The process's thread count from `/proc/self/status` (`Threads:`); sysinfo would list every
+/// task to count them, which costs a `/proc` read per thread.
+fn thread_count() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn uname() -> Value {
+    // SAFETY: utsname is plain old data; uname fills it and we read NUL-terminated fields.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return json!({});
+    }
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    json!({
+        "sysname": field(&u.sysname), "nodename": field(&u.nodename), "release": field(&u.release),
+        "version": field(&u.version), "machine": field(&u.machine),
+    })
+}
+
+/// The status object (SPEC §8) with extra fields: bound port, connections by state, traffic,
+/// rejections by reason.
+pub(crate) fn status_object(ctx: &ServerContext) -> Value {
+    let m = &ctx.metrics;
+    let figures = ctx.sampler.sample();
+    let started = format_time(ctx.started);
+    let mut by_state = Map::new();
+    for s in ConnState::ALL {
+        by_state.insert(
+            s.as_str().into(),
+            json!(m.states[s as usize].load(Ordering::Relaxed)),
+        );
+    }
+    let (established, live) = {
+        let r = ctx.connections.lock();
+        (r.established, r.by_id.len())
+    };
+    let bound: Vec<String> = ctx
+        .state
+        .lock()
+        .bound
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let rejected: Map<String, Value> = m
+        .rejected
+        .lock()
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), json!(v)))
+        .collect();
+    let shutting_down = ctx.shutdown.is_requested();
+    json!({
+        "server_start_time": started,
+        "active_connections": established,
+        "total_connections": m.total_connections.load(Ordering::Relaxed),
+        "total_requests": m.total_requests.load(Ordering::Relaxed),
+        "system": uname(),
+        "status": {
+            "running": !shutting_down,
+            "shutting_down": shutting_down,
+            "totalThreads": figures.threads,
+            "totalVirtualMemoryBytes": figures.virtual_bytes,
+            "totalResidentMemoryBytes": figures.resident_bytes,
+            "server_started": started,
+        },
+        "bound": bound,
+        "port": ctx.state.lock().bound.first().map(|a| a.port()),
+        "uptime_ms": ctx.uptime_ms(),
+        "connection_threads": live,
+        "connections_by_state": by_state,
+        "messages_in": m.messages_in.load(Ordering::Relaxed),
+        "messages_out": m.messages_out.load(Ordering::Relaxed),
+        "bytes_in": m.bytes_in.load(Ordering::Relaxed),
+        "bytes_out": m.bytes_out.load(Ordering::Relaxed),
+        "rejected": rejected,
+        "handler_backlog": ctx.dispatch.backlog(),
+    })
+}
+
+/// `system/info`: version, protocol, bound port, TLS, and the limits in force.
+pub(crate) fn info_object(ctx: &ServerContext) -> Value {
+    let c = &ctx.config;
+    let bound: Vec<String> = ctx
+        .state
+        .lock()
+        .bound
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    json!({
+        "name": "hydrogen-ws",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": c.protocol,
+        "port": ctx.state.lock().bound.first().map(|a| a.port()),
+        "bound": bound,
+        "tls": false,
+        "auth_required": c.auth_required,
+        "channels": ctx.dispatch.channels(),
+        "limits": {
+            "MaxConnections": c.max_connections,
+            "MaxConnectionsPerIp": c.max_connections_per_ip,
+            "MaxMessageSize": c.max_message_size,
+            "HandshakeTimeoutMs": c.handshake_timeout.as_millis() as u64,
+            "AuthTimeoutMs": c.auth_timeout.as_millis() as u64,
+            "HeartbeatIntervalMs": c.heartbeat_interval.as_millis() as u64,
+            "PongTimeoutMs": c.pong_timeout.as_millis() as u64,
+            "IdleTimeout": c.idle_timeout.map_or(0, |d| d.as_secs()),
+            "OutboundQueueLimit": c.outbound_queue_limit,
+            "ThreadPoolSize": c.thread_pool_size,
+            "HandlerTimeoutMs": c.handler_timeout.as_millis() as u64,
+        },
+    })
+}

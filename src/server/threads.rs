@@ -1,0 +1,272 @@
+//! Every thread the server starts: named (`gdb` → `info threads` shows who is who), recorded
+//! with its role, OS thread id, state and activity for the thread dump (SPEC §12), and joined
+//! only after it has signalled its exit (Rust has no timed join).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::message::format_time;
+use crate::server::context::{ConnectionShared, ServerContext};
+
+/// What a thread is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ThreadRole {
+    Accept,
+    Connection,
+    Worker,
+}
+
+impl ThreadRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            ThreadRole::Accept => "accept",
+            ThreadRole::Connection => "connection",
+            ThreadRole::Worker => "worker",
+        }
+    }
+}
+
+/// What a background thread is doing now (connection threads report their connection state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Activity {
+    Waiting = 0,
+    Running,
+    Exited,
+}
+
+impl Activity {
+    fn as_str(v: u8) -> &'static str {
+        ["waiting", "running", "exited"]
+            .get(v as usize)
+            .copied()
+            .unwrap_or("?")
+    }
+}
+
+/// The part of a thread's record the thread itself updates.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadTag {
+    tid: AtomicU64,
+    activity: AtomicU8,
+    last_activity_ms: AtomicU64,
+}
+
+impl ThreadTag {
+    /// Records what the thread is doing; `now_ms` is the server's uptime in ms.
+    pub(crate) fn set(&self, activity: Activity, now_ms: u64) {
+        self.activity.store(activity as u8, Ordering::Relaxed);
+        self.last_activity_ms.store(now_ms, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct ThreadEntry {
+    role: ThreadRole,
+    name: String,
+    started: SystemTime,
+    tag: Arc<ThreadTag>,
+    connection: Option<Arc<ConnectionShared>>,
+    handle: Option<JoinHandle<()>>,
+    exited: bool,
+}
+
+/// The threads the server started and has not joined yet.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadRegistry {
+    entries: Mutex<HashMap<u64, ThreadEntry>>,
+    next_key: AtomicU64,
+}
+
+/// A thread that did not exit before a deadline.
+#[derive(Debug, Clone)]
+pub struct StuckThread {
+    /// The thread's name (`hws-conn-7`, ...).
+    pub name: String,
+    /// What it is for (`connection`, `worker`, ...).
+    pub role: &'static str,
+    /// Its state when the deadline passed.
+    pub state: String,
+}
+
+fn current_tid() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u64 }
+}
+
+impl ThreadRegistry {
+    /// Starts a named thread with `stack_size` bytes of stack running `body`. When `body`
+    /// returns (or panics) the thread marks itself exited and notifies the shutdown condvar.
+    pub(crate) fn spawn(
+        ctx: &Arc<ServerContext>,
+        role: ThreadRole,
+        name: String,
+        stack_size: usize,
+        connection: Option<Arc<ConnectionShared>>,
+        body: impl FnOnce(Arc<ThreadTag>) + Send + 'static,
+    ) -> io::Result<()> {
+        let registry = &ctx.threads;
+        let key = registry.next_key.fetch_add(1, Ordering::Relaxed);
+        let tag = Arc::new(ThreadTag::default());
+        registry.entries.lock().insert(
+            key,
+            ThreadEntry {
+                role,
+                name: name.clone(),
+                started: SystemTime::now(),
+                tag: tag.clone(),
+                connection,
+                handle: None,
+                exited: false,
+            },
+        );
+        let thread_ctx = ctx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .stack_size(stack_size)
+            .spawn(move || {
+                let _exit = ExitSignal {
+                    ctx: thread_ctx,
+                    key,
+                };
+                tag.tid.store(current_tid(), Ordering::Relaxed);
+                body(tag);
+            });
+        match spawned {
+            Ok(handle) => {
+                if let Some(e) = registry.entries.lock().get_mut(&key) {
+                    e.handle = Some(handle);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                registry.entries.lock().remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Joins every thread that has signalled its exit (each join returns at once).
+    pub(crate) fn reap(&self) -> usize {
+        let finished: Vec<JoinHandle<()>> = {
+            let mut entries = self.entries.lock();
+            let keys: Vec<u64> = entries
+                .iter()
+                .filter(|(_, e)| e.exited && e.handle.is_some())
+                .map(|(k, _)| *k)
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| entries.remove(&k).and_then(|e| e.handle))
+                .collect()
+        };
+        let n = finished.len();
+        for h in finished {
+            let _ = h.join();
+        }
+        n
+    }
+
+    /// Threads not yet exited, optionally only those with `role`.
+    pub(crate) fn running(&self, role: Option<ThreadRole>) -> usize {
+        self.entries
+            .lock()
+            .values()
+            .filter(|e| !e.exited && role.is_none_or(|r| e.role == r))
+            .count()
+    }
+
+    /// Threads still running, with their role and state.
+    pub(crate) fn stuck(&self) -> Vec<StuckThread> {
+        self.entries
+            .lock()
+            .values()
+            .filter(|e| !e.exited)
+            .map(|e| StuckThread {
+                name: e.name.clone(),
+                role: e.role.as_str(),
+                state: state_of(e),
+            })
+            .collect()
+    }
+
+    /// The thread dump of SPEC §12: one object per thread, by name.
+    pub(crate) fn dump(&self, ctx: &ServerContext) -> Vec<Value> {
+        let now_ms = ctx.uptime_ms();
+        let entries = self.entries.lock();
+        let mut out: Vec<(String, Value)> = entries
+            .values()
+            .filter(|e| !e.exited)
+            .map(|e| {
+                let mut v = json!({
+                    "name": e.name,
+                    "role": e.role.as_str(),
+                    "tid": e.tag.tid.load(Ordering::Relaxed),
+                    "state": state_of(e),
+                    "started": format_time(e.started),
+                });
+                let last = match &e.connection {
+                    Some(c) => {
+                        v["connection_id"] = json!(c.id);
+                        v["peer"] = json!(c.peer.to_string());
+                        if let Some(id) = c.identity.lock().as_ref() {
+                            v["identity"] = json!(id.name);
+                            v["role_of_client"] = json!(id.role.as_str());
+                        }
+                        v["queued"] = json!(c.queued());
+                        c.last_activity_ms.load(Ordering::Relaxed)
+                    }
+                    None => e.tag.last_activity_ms.load(Ordering::Relaxed),
+                };
+                v["idle_ms"] = json!(now_ms.saturating_sub(last));
+                (e.name.clone(), v)
+            })
+            .collect();
+        drop(entries);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Waits (on the shutdown condvar) until no thread of `role` is running, up to `deadline`.
+    pub(crate) fn wait_exited(
+        ctx: &ServerContext,
+        role: Option<ThreadRole>,
+        deadline: Instant,
+        skippable: bool,
+    ) -> bool {
+        ctx.shutdown
+            .wait_until(deadline, skippable, || ctx.threads.running(role) == 0)
+    }
+}
+
+fn state_of(e: &ThreadEntry) -> String {
+    match &e.connection {
+        Some(c) => c.state().as_str().to_string(),
+        None => Activity::as_str(e.tag.activity.load(Ordering::Relaxed)).to_string(),
+    }
+}
+
+/// Marks the thread exited when its body ends, however it ends.
+struct ExitSignal {
+    ctx: Arc<ServerContext>,
+    key: u64,
+}
+
+impl Drop for ExitSignal {
+    fn drop(&mut self) {
+        if let Some(e) = self.ctx.threads.entries.lock().get_mut(&self.key) {
+            e.exited = true;
+            e.tag
+                .activity
+                .store(Activity::Exited as u8, Ordering::Relaxed);
+            e.connection = None;
+        }
+        self.ctx.shutdown.notify();
+    }
+}
