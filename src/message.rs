@@ -10,6 +10,10 @@ use serde_json::{Map, Value};
 pub const MAX_ID_LEN: usize = 128;
 /// Longest channel or action name accepted.
 pub const MAX_NAME_LEN: usize = 64;
+/// Deepest nesting of arrays/objects accepted in a message. serde_json would recurse 128
+/// levels, more than a 256 KiB connection stack holds in a debug build; commands to a device
+/// never need more than a few.
+pub const MAX_JSON_DEPTH: usize = 32;
 
 /// The error codes of SPEC §6, as sent in `error.code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,6 +155,36 @@ fn is_valid_name(s: &str) -> bool {
         })
 }
 
+/// Bounds the recursion the JSON parser will do: scans bracket depth outside strings and
+/// returns the depth reached when it exceeds `max`. Not a parser: malformed input that stays
+/// shallow passes and is refused by serde_json.
+fn nesting_beyond(text: &str, max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(depth);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Parses and validates one text message (SPEC §6).
 pub(crate) fn parse_incoming(text: &str) -> Result<Incoming, Box<Invalid>> {
     let bare = |message: String| {
@@ -159,6 +193,11 @@ pub(crate) fn parse_incoming(text: &str) -> Result<Incoming, Box<Invalid>> {
             error: WireError::new(ErrorCode::InvalidMessage, message),
         })
     };
+    if let Some(depth) = nesting_beyond(text, MAX_JSON_DEPTH) {
+        return Err(bare(format!(
+            "message nests deeper than {MAX_JSON_DEPTH} levels (at least {depth})"
+        )));
+    }
     let value: Value =
         serde_json::from_str(text).map_err(|e| bare(format!("message is not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -375,6 +414,32 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert_eq!(err(&deep).error.code, ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn nesting_scan_ignores_brackets_in_strings() {
+        let inside = format!(
+            r#"{{"type":"command","id":"1","channel":"a","action":"b","data":{{"s":"{}"}}}}"#,
+            "[".repeat(100)
+        );
+        assert!(parse_incoming(&inside).is_ok());
+        let escaped = r#"{"type":"command","id":"1","channel":"a","action":"b","data":{"s":"\\"}}"#;
+        assert!(parse_incoming(escaped).is_ok());
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(nesting_beyond(&ok, MAX_JSON_DEPTH).is_none());
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        assert_eq!(
+            nesting_beyond(&deep, MAX_JSON_DEPTH),
+            Some(MAX_JSON_DEPTH + 1)
+        );
     }
 
     #[test]

@@ -539,12 +539,20 @@ impl Connection {
             if self.ctx.shutdown.waits_skipped() {
                 return Flow::Stop;
             }
+            // Half of CloseWaitMs to flush the queue and collect answers of commands still
+            // with a handler; the other half for the close handshake.
             let deadline = *self
                 .shutdown_deadline
-                .get_or_insert_with(|| wake::after(config.close_wait));
-            if self.close_deadline.is_none()
-                && ((self.rx.is_empty() && !self.write_blocked) || now >= deadline)
-            {
+                .get_or_insert_with(|| wake::after(config.close_wait / 2));
+            let flushed = self.rx.is_empty() && !self.write_blocked && self.in_flight.is_empty();
+            if self.close_deadline.is_none() && (flushed || now >= deadline) {
+                for pending in std::mem::take(&mut self.in_flight) {
+                    let err = WireError::new(
+                        ErrorCode::ShuttingDown,
+                        "the server shut down before the handler answered",
+                    );
+                    self.send(message::response_error(&pending.to, &err));
+                }
                 self.start_close(1001, "server shutting down");
             }
         }

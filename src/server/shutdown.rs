@@ -63,7 +63,12 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
     // Phase 3: join every thread that has signalled its exit, against one JoinMs deadline.
     let t = Instant::now();
     ctx.dispatch.stop_workers();
-    ThreadRegistry::wait_exited(ctx, None, t + ctx.config.join_timeout, true);
+    let all_exited = ThreadRegistry::wait_exited(ctx, None, t + ctx.config.join_timeout, true);
+    if !all_exited && ctx.shutdown.waits_skipped() {
+        // Skipping waits is about clients; our own threads exit within microseconds of
+        // being told, so give them a short grace rather than reporting them stuck.
+        ThreadRegistry::wait_exited(ctx, None, Instant::now() + FALLBACK_GRACE, false);
+    }
     let joined = ctx.threads.reap();
     report.phase_ms[2] = ms(t);
     log::info!(

@@ -1,0 +1,151 @@
+//! SPEC §10: the five-phase shutdown, with many clients, a stuck client, and a second signal.
+
+mod support;
+
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use serde_json::json;
+use support::*;
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+/// These tests look at the process's threads: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn shutdown_with_100_clients_sends_1001_to_each_and_leaves_no_thread() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start();
+    let addr = server.bound_addr();
+    let (tx, rx) = bounded(100);
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let mut ws = connect(addr, Some(VIEWER_KEY));
+        assert_eq!(
+            request(&mut ws, &format!("p{i}"), "system", "ping", json!({}))["status"],
+            "ok"
+        );
+        let tx = tx.clone();
+        clients.push(thread::spawn(move || {
+            let close = expect_close(&mut ws);
+            // Finish the close handshake: read until the server ends the TCP connection.
+            while ws.read().is_ok() {}
+            tx.send(close.map(|f| (f.code, f.reason.to_string())))
+                .unwrap();
+        }));
+    }
+    assert_eq!(server.connection_count(), 100);
+    assert_eq!(threads_named("hws-conn-").len(), 100);
+    let report = server.shutdown();
+    for c in clients {
+        c.join().unwrap();
+    }
+    for _ in 0..100 {
+        let close = rx
+            .recv_timeout(WAIT)
+            .unwrap()
+            .expect("every client gets a close frame");
+        assert_eq!(close, (CloseCode::Away, "server shutting down".to_string()));
+    }
+    assert_eq!(report.connections_at_start, 100);
+    assert!(
+        report.stuck_threads.is_empty(),
+        "{:?}",
+        report.stuck_threads
+    );
+    assert_eq!(report.sockets_forced, 0);
+    // Well-behaved clients: nobody waited for CloseWaitMs (2 s); a loose sanity bound.
+    assert!(report.total_ms < 1500.0, "{report:?}");
+    assert!(
+        threads_named("hws-").is_empty(),
+        "{:?}",
+        threads_named("hws-")
+    );
+    // The listener is closed.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn a_client_that_never_answers_cannot_hang_the_shutdown() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(|c| c.close_wait = Duration::from_millis(300));
+    let _silent = connect(server.bound_addr(), Some(VIEWER_KEY)); // never reads again
+    let mut good = connect(server.bound_addr(), Some(VIEWER_KEY));
+    let started = Instant::now();
+    let good_thread = thread::spawn(move || expect_close(&mut good).map(|f| f.code));
+    let report = server.shutdown();
+    assert_eq!(good_thread.join().unwrap(), Some(CloseCode::Away));
+    assert!(report.stuck_threads.is_empty());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(threads_named("hws-").is_empty());
+}
+
+#[test]
+fn second_request_skips_the_waits() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = std::sync::Arc::new(start_with(|c| c.close_wait = Duration::from_secs(30)));
+    let _silent = connect(server.bound_addr(), Some(VIEWER_KEY));
+    let s = server.clone();
+    let started = Instant::now();
+    let shutting = thread::spawn(move || s.shutdown());
+    wait_for("shutdown to begin", || server.is_shutdown_requested());
+    thread::sleep(Duration::from_millis(50));
+    server.skip_shutdown_waits();
+    let report = shutting.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        report.stuck_threads.is_empty(),
+        "{:?}",
+        report.stuck_threads
+    );
+}
+
+#[test]
+fn in_flight_commands_are_answered_before_the_close() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start();
+    let (entered_tx, entered_rx) = bounded(1);
+    server
+        .register_handler("slow", move |_| {
+            entered_tx.send(()).unwrap();
+            thread::sleep(Duration::from_millis(100));
+            Ok(json!({"done": true}))
+        })
+        .unwrap();
+    let mut ws = connect(server.bound_addr(), Some(OPERATOR_KEY));
+    send(&mut ws, &command("s1", "slow", "go", json!({})));
+    entered_rx.recv_timeout(WAIT).unwrap();
+    let reader = thread::spawn(move || {
+        let mut seen = Vec::new();
+        loop {
+            match ws.read() {
+                Ok(Message::Text(t)) => {
+                    seen.push(serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap())
+                }
+                Ok(Message::Close(f)) => return (seen, f.map(|f| f.code)),
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    server.shutdown();
+    let (seen, close) = reader.join().unwrap();
+    assert_eq!(close, Some(CloseCode::Away));
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["id"], "s1");
+    assert_eq!(
+        seen[0]["data"]["done"], true,
+        "the handler's answer is flushed before the close"
+    );
+}

@@ -1,0 +1,189 @@
+//! Helpers for the integration tests: start a real server on 127.0.0.1 port 0 and talk to it
+//! over real sockets with tungstenite's client or raw TCP.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use hydrogen_ws::{ApiKey, Config, Role, Secret, Server, ServerHandle};
+use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+pub const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
+pub const OPERATOR_KEY: &str = "operator-key-0123456789abcdef";
+pub const VIEWER_KEY: &str = "viewer-key-0123456789abcdef";
+pub const PROTOCOL: &str = "hydrogen-protocol";
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocket<TcpStream>;
+
+/// A config for tests: loopback, port 0, three keys (admin, operator, viewer).
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.interface = "127.0.0.1".parse().unwrap();
+    c.port = 0;
+    // Every test client comes from 127.0.0.1; the per-address limit has its own test.
+    c.max_connections_per_ip = 10_000;
+    c.max_connections = 2_000;
+    c.keys = vec![
+        ApiKey::new("admin", Secret::new(ADMIN_KEY), Role::Admin),
+        ApiKey::new("operator", Secret::new(OPERATOR_KEY), Role::Operator),
+        ApiKey::new("viewer", Secret::new(VIEWER_KEY), Role::Viewer),
+    ];
+    c
+}
+
+pub fn start() -> ServerHandle {
+    start_with(|_| {})
+}
+
+pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut c = test_config();
+    tweak(&mut c);
+    Server::start(c).expect("server starts")
+}
+
+/// Opens a WebSocket with `Authorization: Key <key>` (no header when `key` is None) and the
+/// hydrogen subprotocol. Reads time out after [`WAIT`].
+pub fn connect(addr: SocketAddr, key: Option<&str>) -> Client {
+    try_connect(addr, key, "/", Some(PROTOCOL)).expect("handshake succeeds")
+}
+
+pub fn try_connect(
+    addr: SocketAddr,
+    key: Option<&str>,
+    path: &str,
+    protocol: Option<&str>,
+) -> Result<Client, tungstenite::Error> {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(k) = key {
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Key {k}")).unwrap(),
+        );
+    }
+    if let Some(p) = protocol {
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+    }
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    match tungstenite::client(req, tcp) {
+        Ok((ws, _resp)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            panic!("blocking handshake interrupted")
+        }
+    }
+}
+
+pub fn command(id: &str, channel: &str, action: &str, data: Value) -> String {
+    json!({"type": "command", "id": id, "channel": channel, "action": action, "data": data})
+        .to_string()
+}
+
+pub fn send(ws: &mut Client, text: &str) {
+    ws.send(Message::Text(text.into())).expect("send");
+}
+
+/// Next text message as JSON (skips pings/pongs). Panics on close or timeout.
+pub fn recv_json(ws: &mut Client) -> Value {
+    loop {
+        match ws.read().expect("read a message") {
+            Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).expect("server sends JSON");
+            }
+            Message::Close(f) => panic!("closed while waiting for a message: {f:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Sends a command and returns its response (events in between are skipped).
+pub fn request(ws: &mut Client, id: &str, channel: &str, action: &str, data: Value) -> Value {
+    send(ws, &command(id, channel, action, data));
+    loop {
+        let v = recv_json(ws);
+        if v["type"] == "response" && v["id"] == id {
+            return v;
+        }
+    }
+}
+
+/// Reads until the server's close frame arrives; returns it (None when the TCP connection
+/// ended without one).
+pub fn expect_close(ws: &mut Client) -> Option<CloseFrame> {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match ws.read() {
+            Ok(Message::Close(f)) => {
+                // Let tungstenite answer the close, then drain to the end.
+                let _ = ws.flush();
+                return f;
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+    panic!("no close frame within {WAIT:?}");
+}
+
+/// Polls `cond` until it holds or [`WAIT`] passes.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends a raw HTTP request and returns (status, headers text, body JSON if any).
+pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String, Value) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        head.to_string(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// An upgrade request for `raw_http`.
+pub fn upgrade_request(path: &str, extra_headers: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+}
+
+/// Threads of this process whose name starts with `prefix` (from /proc/self/task/*/comm).
+pub fn threads_named(prefix: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(name) = std::fs::read_to_string(entry.path().join("comm")) {
+            let name = name.trim().to_string();
+            if name.starts_with(prefix) {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    names
+}
