@@ -1,0 +1,48 @@
+# hydrogen-ws — the whole set-up on a fresh machine is `make run` and `make test`.
+
+CARGO   ?= cargo
+PYTHON  ?= python3
+VENV    := .venv
+VENV_PY := $(abspath $(VENV))/bin/python
+BIN     := target/release/hydrogen-ws
+KEYFILE := .hydrogen-api-key
+
+.PHONY: all build run test lint bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Starts the server on the shipped config.json. The server itself refuses to start without
+# HYDROGEN_API_KEY; for a first run on a fresh machine we generate a random key once, keep it
+# in $(KEYFILE) (mode 600, git-ignored) and say where it is.
+run: build
+	@if [ -z "$$HYDROGEN_API_KEY" ]; then \
+	  if [ ! -s $(KEYFILE) ]; then (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > $(KEYFILE)); fi; \
+	  echo "HYDROGEN_API_KEY is unset: using the key stored in $(KEYFILE)"; \
+	  echo "  try: python3 -m websockets ... or see README ('Talk to it')"; \
+	  HYDROGEN_API_KEY=$$(cat $(KEYFILE)) exec ./$(BIN) --config config.json; \
+	else \
+	  exec ./$(BIN) --config config.json; \
+	fi
+
+# The Python client used by the tests (a client that is not ours).
+$(VENV)/.installed:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check "websockets>=12,<16"
+	touch $@
+
+test: $(VENV)/.installed
+	HWS_PYTHON=$(VENV_PY) $(CARGO) test
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench: build
+	$(CARGO) run --release --example bench
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

@@ -1,0 +1,48 @@
+"""A client that is not ours: Python `websockets` against a running hydrogen-ws.
+
+Usage: python_client.py PORT KEY
+Prints one line per check; prints READY and then waits for the server's close frame,
+printing CLOSE <code> <reason>. Exits non-zero on any failed check.
+"""
+import asyncio
+import json
+import sys
+
+import websockets
+
+
+async def main(port: int, key: str) -> None:
+    url = f"ws://127.0.0.1:{port}/"
+    async with websockets.connect(
+        url, subprotocols=["hydrogen-protocol"], additional_headers={"Authorization": f"Key {key}"}
+    ) as ws:
+        assert ws.subprotocol == "hydrogen-protocol", ws.subprotocol
+        await ws.send(json.dumps({"type": "command", "id": "py-1", "channel": "system", "action": "ping"}))
+        r = json.loads(await ws.recv())
+        assert r["id"] == "py-1" and r["data"] == {"pong": True}, r
+        print("PING ok", flush=True)
+        await ws.send(json.dumps({"type": "command", "id": "py-2", "channel": "system", "action": "status"}))
+        r = json.loads(await ws.recv())
+        assert r["data"]["status"]["running"] is True, r
+        print("STATUS ok", flush=True)
+        await ws.send("{broken")
+        r = json.loads(await ws.recv())
+        assert r["error"]["code"] == "invalid_message", r
+        print("BADJSON ok", flush=True)
+        # Browsers authenticate late: the same over a second, credential-less connection.
+        async with websockets.connect(url, subprotocols=["hydrogen-protocol"]) as late:
+            await late.send(json.dumps({"type": "command", "id": "a", "channel": "system", "action": "auth", "data": {"key": key}}))
+            r = json.loads(await late.recv())
+            assert r["status"] == "ok" and r["data"]["role"] == "admin", r
+        print("LATEAUTH ok", flush=True)
+        print("READY", flush=True)
+        try:
+            await asyncio.wait_for(ws.recv(), timeout=20)
+        except websockets.ConnectionClosed as e:
+            print(f"CLOSE {e.rcvd.code} {e.rcvd.reason}", flush=True)
+            return
+        raise SystemExit("expected the server to close the connection")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
