@@ -21,7 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let key = std::env::var("HYDROGEN_API_KEY").map_err(|_| "set HYDROGEN_API_KEY")?;
     let mut config = Config::default();
-    config.keys.push(ApiKey::new("example", Secret::new(key), Role::Operator));
+    config
+        .keys
+        .push(ApiKey::new("example", Secret::new(key), Role::Operator));
     let server = Arc::new(Server::start(config)?);
 
     let printer = Arc::new(Mutex::new(Printer::default()));
@@ -29,7 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut p = printer.lock();
         match req.command.action.as_str() {
             "start" => {
-                let file = req.command.data["file"].as_str().unwrap_or("untitled.gcode").to_string();
+                let file = req.command.data["file"]
+                    .as_str()
+                    .unwrap_or("untitled.gcode")
+                    .to_string();
                 p.job = Some(file.clone());
                 p.paused = false;
                 Ok(json!({"started": file}))
@@ -38,12 +43,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 p.paused = true;
                 Ok(json!({"paused": true}))
             }
-            "pause" => Err(WireError::new(ErrorCode::InvalidMessage, "nothing is printing")),
+            "pause" => Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                "nothing is printing",
+            )),
             "status" => Ok(json!({"job": p.job, "paused": p.paused})),
-            other => Err(WireError::new(ErrorCode::UnknownAction, format!("print has no action {other}"))),
+            other => Err(WireError::new(
+                ErrorCode::UnknownAction,
+                format!("print has no action {other}"),
+            )),
         }
     })?;
-    println!("print controller on {}; Ctrl-C to stop", server.bound_addr());
+    println!(
+        "print controller on {}; Ctrl-C to stop",
+        server.bound_addr()
+    );
     let s = server.clone();
     ctrlc::set_handler(move || s.request_shutdown())?;
     server.wait_for_shutdown_request(None);

@@ -19,19 +19,29 @@ const SECRET: &str = "binary-test-secret-key-9f8e7d";
 
 fn temp_config(body: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!("hws-test-{}-{}.json", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let path = std::env::temp_dir().join(format!(
+        "hws-test-{}-{}.json",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::write(&path, body).unwrap();
     path
 }
 
 fn run(args: &[&str], key: Option<&str>) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("RUST_LOG").env_remove("HYDROGEN_API_KEY");
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("HYDROGEN_API_KEY");
     if let Some(k) = key {
         cmd.env("HYDROGEN_API_KEY", k);
     }
     let out = cmd.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -52,20 +62,38 @@ fn no_api_key_refuses_to_start_and_says_how_to_set_one() {
     let cfg = temp_config(r#"{"WebSocketServer":{"Port":0,"Interface":"127.0.0.1"}}"#);
     let (code, _, err) = run(&["--config", cfg.to_str().unwrap()], None);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("HYDROGEN_API_KEY") && err.contains("export"), "{err}");
+    assert!(
+        err.contains("HYDROGEN_API_KEY") && err.contains("export"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_values_exit_2_naming_the_key() {
     for (body, key) in [
-        (r#"{"WebSocketServer":{"Port":"abc"}}"#, "WebSocketServer.Port"),
-        (r#"{"WebSocketServer":{"MaxConnections":0}}"#, "WebSocketServer.MaxConnections"),
-        (r#"{"WebSocketServer":{"Interface":"localhost"}}"#, "WebSocketServer.Interface"),
-        (r#"{"WebSocketServer":{"Keys":[{"Key":"k","Role":"root"}]}}"#, "WebSocketServer.Keys[0].Role"),
+        (
+            r#"{"WebSocketServer":{"Port":"abc"}}"#,
+            "WebSocketServer.Port",
+        ),
+        (
+            r#"{"WebSocketServer":{"MaxConnections":0}}"#,
+            "WebSocketServer.MaxConnections",
+        ),
+        (
+            r#"{"WebSocketServer":{"Interface":"localhost"}}"#,
+            "WebSocketServer.Interface",
+        ),
+        (
+            r#"{"WebSocketServer":{"Keys":[{"Key":"k","Role":"root"}]}}"#,
+            "WebSocketServer.Keys[0].Role",
+        ),
         ("{not json", "<file>"),
     ] {
         let cfg = temp_config(body);
-        let (code, _, err) = run(&["--config", cfg.to_str().unwrap(), "--check-config"], Some(SECRET));
+        let (code, _, err) = run(
+            &["--config", cfg.to_str().unwrap(), "--check-config"],
+            Some(SECRET),
+        );
         assert_eq!(code, 2, "{body}: {err}");
         assert!(err.contains(key), "{body}: {err}");
     }
@@ -76,15 +104,23 @@ fn bad_values_exit_2_naming_the_key() {
 
 #[test]
 fn check_config_prints_effective_config_with_secrets_redacted() {
-    let cfg = temp_config(r#"{"WebSocketServer":{"Port":6123,"Bogus":true},"Logging":{"Level":"debug"}}"#);
-    let (code, out, err) = run(&["--config", cfg.to_str().unwrap(), "--check-config"], Some(SECRET));
+    let cfg = temp_config(
+        r#"{"WebSocketServer":{"Port":6123,"Bogus":true},"Logging":{"Level":"debug"}}"#,
+    );
+    let (code, out, err) = run(
+        &["--config", cfg.to_str().unwrap(), "--check-config"],
+        Some(SECRET),
+    );
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["WebSocketServer"]["Port"], 6123);
     assert_eq!(v["WebSocketServer"]["LogLevel"], "debug");
     assert_eq!(v["WebSocketServer"]["Keys"][0]["Key"], "binar…");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
-    assert!(err.contains("WebSocketServer.Bogus"), "unknown keys are warned about: {err}");
+    assert!(
+        err.contains("WebSocketServer.Bogus"),
+        "unknown keys are warned about: {err}"
+    );
 }
 
 #[test]
@@ -99,7 +135,9 @@ fn disabled_server_exits_0() {
 fn no_free_port_exits_3() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let cfg = temp_config(&format!(r#"{{"WebSocketServer":{{"Port":{port},"PortFallbackCount":1,"Interface":"127.0.0.1"}}}}"#));
+    let cfg = temp_config(&format!(
+        r#"{{"WebSocketServer":{{"Port":{port},"PortFallbackCount":1,"Interface":"127.0.0.1"}}}}"#
+    ));
     let (code, _, err) = run(&["--config", cfg.to_str().unwrap()], Some(SECRET));
     assert_eq!(code, 3, "{err}");
     assert!(err.contains(&port.to_string()));
@@ -121,7 +159,9 @@ fn wait_line(rx: &Receiver<String>, log: &mut Vec<String>, pred: impl Fn(&str) -
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("log line not seen; log so far:\n{}", log.join("\n")));
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("log line not seen; log so far:\n{}", log.join("\n")));
         log.push(line.clone());
         if pred(&line) {
             return line;
@@ -152,16 +192,36 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
     let addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
 
     let mut ws = connect(addr, Some(SECRET));
-    assert_eq!(request(&mut ws, "1", "system", "ping", json!({}))["status"], "ok");
+    assert_eq!(
+        request(&mut ws, "1", "system", "ping", json!({}))["status"],
+        "ok"
+    );
     let mut by_query = try_connect(addr, None, &format!("/?key={SECRET}"), Some(PROTOCOL)).unwrap();
-    assert_eq!(request(&mut by_query, "1", "system", "ping", json!({}))["status"], "ok");
+    assert_eq!(
+        request(&mut by_query, "1", "system", "ping", json!({}))["status"],
+        "ok"
+    );
     let mut late = connect(addr, None);
-    assert_eq!(request(&mut late, "1", "system", "auth", json!({"key": SECRET}))["status"], "ok");
+    assert_eq!(
+        request(&mut late, "1", "system", "auth", json!({"key": SECRET}))["status"],
+        "ok"
+    );
     let mut wrong = connect(addr, None);
-    assert_eq!(request(&mut wrong, "1", "system", "auth", json!({"key": "wrong-key-abcdef"}))["error"]["code"], "auth_failed");
+    assert_eq!(
+        request(
+            &mut wrong,
+            "1",
+            "system",
+            "auth",
+            json!({"key": "wrong-key-abcdef"})
+        )["error"]["code"],
+        "auth_failed"
+    );
 
     signal(&child, libc::SIGUSR1);
-    wait_line(&rx, &mut log, |l| l.contains("thread") && l.contains("hws-accept"));
+    wait_line(&rx, &mut log, |l| {
+        l.contains("thread") && l.contains("hws-accept")
+    });
 
     signal(&child, libc::SIGTERM);
     assert_eq!(expect_close(&mut ws).unwrap().code, CloseCode::Away);
@@ -170,7 +230,10 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "binary did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "binary did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     reader.join().unwrap();
@@ -178,10 +241,19 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
     let all = log.join("\n");
     assert_eq!(status.code(), Some(0), "{all}");
     for phase in 1..=5 {
-        assert!(all.contains(&format!("shutdown phase {phase}")), "phase {phase} not logged:\n{all}");
+        assert!(
+            all.contains(&format!("shutdown phase {phase}")),
+            "phase {phase} not logged:\n{all}"
+        );
     }
     assert!(all.contains("shutdown complete in"), "{all}");
     assert!(!all.contains(SECRET), "the key appeared in the log");
-    assert!(!all.contains("key=binary"), "a query string appeared in the log");
-    assert!(!all.contains("wrong-key-abcdef"), "a presented key appeared in the log");
+    assert!(
+        !all.contains("key=binary"),
+        "a query string appeared in the log"
+    );
+    assert!(
+        !all.contains("wrong-key-abcdef"),
+        "a presented key appeared in the log"
+    );
 }

@@ -11,13 +11,18 @@ use support::*;
 #[test]
 fn python_websockets_client_round_trip_and_shutdown_close() {
     let python = std::env::var("HWS_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import websockets"]).status();
+    let probe = Command::new(&python)
+        .args(["-c", "import websockets"])
+        .status();
     assert!(
         probe.map(|s| s.success()).unwrap_or(false),
         "{python} cannot import websockets: run `make test` (it installs it) or `pip install websockets`"
     );
     let server = start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/python_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/python_client.py"
+    );
     let mut child = Command::new(&python)
         .arg(script)
         .arg(server.bound_addr().port().to_string())
@@ -34,7 +39,10 @@ fn python_websockets_client_round_trip_and_shutdown_close() {
             break;
         }
     }
-    assert_eq!(seen, ["PING ok", "STATUS ok", "BADJSON ok", "LATEAUTH ok", "READY"]);
+    assert_eq!(
+        seen,
+        ["PING ok", "STATUS ok", "BADJSON ok", "LATEAUTH ok", "READY"]
+    );
     let report = server.shutdown();
     let close = lines.next().expect("a CLOSE line").unwrap();
     assert_eq!(close, "CLOSE 1001 server shutting down");

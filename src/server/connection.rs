@@ -646,8 +646,20 @@ impl Connection {
                 read: true,
                 write: false,
             },
+            // The shutdown descriptor stays readable once written, so one write wakes every
+            // connection at once; watched only until this connection noticed the shutdown.
+            Interest {
+                fd: self.ctx.shutdown.waker.raw_fd(),
+                read: true,
+                write: false,
+            },
         ];
-        if let Err(e) = wake::wait(&interests, self.next_deadline(), &mut self.ready) {
+        let watched = if self.shutdown_deadline.is_none() {
+            3
+        } else {
+            2
+        };
+        if let Err(e) = wake::wait(&interests[..watched], self.next_deadline(), &mut self.ready) {
             log::error!("conn {}: poll failed: {e}", self.shared.id);
             return Flow::Stop;
         }

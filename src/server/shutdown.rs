@@ -36,7 +36,10 @@ fn ms(since: Instant) -> f64 {
 
 /// Runs the five phases on the calling thread and returns the report.
 pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
-    let mut report = ShutdownReport::default();
+    let mut report = ShutdownReport {
+        connections_at_start: ctx.live_connections(),
+        ..ShutdownReport::default()
+    };
     let start = Instant::now();
 
     // Phase 1: signal. The accept loop wakes on its descriptor and closes the listeners;
@@ -46,10 +49,10 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
     report.phase_ms[0] = ms(t);
     log::info!("shutdown phase 1 (signal): {:.2} ms", report.phase_ms[0]);
 
-    // Phase 2: close. Each connection thread flushes its queue, sends 1001 and waits for the
-    // client's close frame (up to CloseWaitMs).
+    // Phase 2: close. Phase 1's write to the shutdown descriptor already woke every
+    // connection thread; each flushes its queue, sends 1001 and waits for the client's close
+    // frame (up to CloseWaitMs).
     let t = Instant::now();
-    report.connections_at_start = ctx.wake_all_connections();
     let deadline = t + ctx.config.close_wait + CLOSE_PHASE_MARGIN;
     let closed = ThreadRegistry::wait_exited(ctx, Some(ThreadRole::Connection), deadline, true);
     report.phase_ms[1] = ms(t);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
@@ -17,6 +17,7 @@ use crate::server::context::{ConnectionShared, ServerContext};
 
 /// What a thread is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub(crate) enum ThreadRole {
     Accept,
     Connection,
@@ -83,6 +84,9 @@ struct ThreadEntry {
 pub(crate) struct ThreadRegistry {
     entries: Mutex<HashMap<u64, ThreadEntry>>,
     next_key: AtomicU64,
+    /// Threads started and not yet exited, per [`ThreadRole`]: what the shutdown waits on,
+    /// readable without the lock.
+    running: [AtomicUsize; 3],
 }
 
 /// A thread that did not exit before a deadline.
@@ -127,6 +131,7 @@ impl ThreadRegistry {
                 exited: false,
             },
         );
+        registry.running[role as usize].fetch_add(1, Ordering::AcqRel);
         let thread_ctx = ctx.clone();
         let spawned = std::thread::Builder::new()
             .name(name)
@@ -135,6 +140,7 @@ impl ThreadRegistry {
                 let _exit = ExitSignal {
                     ctx: thread_ctx,
                     key,
+                    role,
                 };
                 tag.tid.store(current_tid(), Ordering::Relaxed);
                 body(tag);
@@ -148,6 +154,7 @@ impl ThreadRegistry {
             }
             Err(e) => {
                 registry.entries.lock().remove(&key);
+                registry.running[role as usize].fetch_sub(1, Ordering::AcqRel);
                 Err(e)
             }
         }
@@ -175,11 +182,10 @@ impl ThreadRegistry {
 
     /// Threads not yet exited, optionally only those with `role`.
     pub(crate) fn running(&self, role: Option<ThreadRole>) -> usize {
-        self.entries
-            .lock()
-            .values()
-            .filter(|e| !e.exited && role.is_none_or(|r| e.role == r))
-            .count()
+        match role {
+            Some(r) => self.running[r as usize].load(Ordering::Acquire),
+            None => self.running.iter().map(|n| n.load(Ordering::Acquire)).sum(),
+        }
     }
 
     /// Threads still running, with their role and state.
@@ -256,6 +262,7 @@ fn state_of(e: &ThreadEntry) -> String {
 struct ExitSignal {
     ctx: Arc<ServerContext>,
     key: u64,
+    role: ThreadRole,
 }
 
 impl Drop for ExitSignal {
@@ -267,6 +274,11 @@ impl Drop for ExitSignal {
                 .store(Activity::Exited as u8, Ordering::Relaxed);
             e.connection = None;
         }
-        self.ctx.shutdown.notify();
+        // Waiters wait for a role (or all roles) to reach zero: wake them only then, not
+        // once per exiting thread (1000 connections would mean 1000 wake-ups and rescans).
+        let threads = &self.ctx.threads;
+        if threads.running[self.role as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.ctx.shutdown.notify();
+        }
     }
 }

@@ -1,0 +1,366 @@
+//! `make bench`: measures the release binary as a separate process on 127.0.0.1 and prints a
+//! Markdown table. Every figure is a median (or a percentile of many samples); the round trip
+//! is also given as a ratio to a raw TCP echo measured in the same run, the physical floor
+//! of this machine. Only loopback is used; every loop is bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Message, WebSocket};
+
+const BIN: &str = "target/release/hydrogen-ws";
+const KEY: &str = "bench-key-0123456789abcdef0123";
+const PING_SAMPLES: usize = 5000;
+const THROUGHPUT_CLIENTS: usize = 100;
+const THROUGHPUT_SECS: u64 = 3;
+const SHUTDOWN_RUNS: usize = 3;
+const IDLE_CPU_SECS: u64 = 10;
+/// Client threads answering close frames in the shutdown rows (clients are on other machines
+/// in real life; here they share the 2 cores with the server).
+const CLOSER_THREADS: usize = 4;
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Ws = WebSocket<TcpStream>;
+
+struct ServerProc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProc {
+    fn start() -> ServerProc {
+        let cfg = std::env::temp_dir().join(format!("hws-bench-{}.json", std::process::id()));
+        let body = json!({"WebSocketServer": {
+            "Port": 0, "Interface": "127.0.0.1", "MaxConnections": 5000, "MaxConnectionsPerIp": 5000,
+            "ShutdownTimeouts": {"CloseWaitMs": 2000, "JoinMs": 5000}},
+            "Logging": {"Level": "warn"}});
+        std::fs::write(&cfg, body.to_string()).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap()])
+            .env("HYDROGEN_API_KEY", KEY)
+            .env(
+                "RUST_LOG",
+                "warn,hydrogen_ws::server::listener=info,hydrogen_ws::server::shutdown=info",
+            )
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run `cargo build --release` first (make bench does)");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(a) = line.split("listening on ").nth(1) {
+                    let _ = tx.try_send(a.trim().to_string());
+                }
+                if std::env::var_os("BENCH_VERBOSE").is_some() && line.contains("shutdown") {
+                    eprintln!("  server: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(STEP_TIMEOUT)
+            .expect("server did not start")
+            .parse()
+            .unwrap();
+        ServerProc { child, addr }
+    }
+
+    fn proc_field(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.proc_field("VmRSS:")
+    }
+
+    /// utime + stime in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// SIGTERM → exit, in ms.
+    fn stop(mut self) -> f64 {
+        let t = Instant::now();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = t + STEP_TIMEOUT;
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                return t.elapsed().as_secs_f64() * 1000.0;
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> Ws {
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Key {KEY}").parse().unwrap());
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "hydrogen-protocol".parse().unwrap(),
+    );
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    tungstenite::client(req, tcp)
+        .map(|(ws, _)| ws)
+        .expect("handshake")
+}
+
+fn ping(ws: &mut Ws, id: u64) {
+    let text = format!(r#"{{"type":"command","id":"{id}","channel":"system","action":"ping"}}"#);
+    ws.send(Message::Text(text.into())).unwrap();
+    loop {
+        if let Message::Text(_) = ws.read().unwrap() {
+            return;
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// Round trips of 64 bytes through a thread-per-connection TCP echo: the floor.
+fn tcp_echo_rtts() -> Vec<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut buf).is_ok() {
+            if s.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut buf = [7u8; 64];
+    let mut out = Vec::with_capacity(PING_SAMPLES);
+    for i in 0..PING_SAMPLES + 500 {
+        let t = Instant::now();
+        c.write_all(&buf).unwrap();
+        c.read_exact(&mut buf).unwrap();
+        if i >= 500 {
+            out.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    drop(c);
+    server.join().unwrap();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn ping_rtts(addr: SocketAddr) -> Vec<f64> {
+    let mut ws = connect(addr);
+    let mut out = Vec::with_capacity(PING_SAMPLES);
+    for i in 0..(PING_SAMPLES + 500) as u64 {
+        let t = Instant::now();
+        ping(&mut ws, i);
+        if i >= 500 {
+            out.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn throughput(addr: SocketAddr) -> f64 {
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + Duration::from_secs(THROUGHPUT_SECS);
+    let workers: Vec<_> = (0..THROUGHPUT_CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut ws = connect(addr);
+                while Instant::now() < start {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    ping(&mut ws, n);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    total as f64 / THROUGHPUT_SECS as f64
+}
+
+/// Opens `n` authenticated connections, each confirmed with a ping.
+fn open_idle(addr: SocketAddr, n: usize) -> Vec<Ws> {
+    (0..n)
+        .map(|i| {
+            let mut ws = connect(addr);
+            ping(&mut ws, i as u64);
+            ws
+        })
+        .collect()
+}
+
+/// Answers the server's close frames on all `clients` from one thread (poll over all
+/// sockets), like well-behaved clients would. Returns when every socket is closed.
+fn answer_closes(mut clients: Vec<Ws>) -> std::thread::JoinHandle<usize> {
+    for c in &clients {
+        c.get_ref().set_nonblocking(true).unwrap();
+    }
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let mut closed = 0;
+        while !clients.is_empty() && Instant::now() < deadline {
+            let mut fds: Vec<libc::pollfd> = clients
+                .iter()
+                .map(|c| libc::pollfd {
+                    fd: c.get_ref().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: fds is a valid array of pollfd.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+            let mut keep = Vec::with_capacity(clients.len());
+            for (mut c, p) in clients.into_iter().zip(fds) {
+                if p.revents == 0 {
+                    keep.push(c);
+                    continue;
+                }
+                let done = loop {
+                    match c.read() {
+                        Ok(Message::Close(_)) => {
+                            let _ = c.flush();
+                        }
+                        Ok(_) => {}
+                        Err(tungstenite::Error::Io(e))
+                            if e.kind() == std::io::ErrorKind::WouldBlock =>
+                        {
+                            break false;
+                        }
+                        Err(_) => break true,
+                    }
+                };
+                if done {
+                    closed += 1;
+                } else {
+                    keep.push(c);
+                }
+            }
+            clients = keep;
+        }
+        closed
+    })
+}
+
+fn shutdown_ms(clients: usize) -> f64 {
+    let runs: Vec<f64> = (0..SHUTDOWN_RUNS)
+        .map(|_| {
+            let server = ServerProc::start();
+            let mut conns = open_idle(server.addr, clients);
+            let per = clients.div_ceil(CLOSER_THREADS);
+            let mut closers = Vec::new();
+            while !conns.is_empty() {
+                let rest = conns.split_off(conns.len().saturating_sub(per));
+                closers.push(answer_closes(rest));
+            }
+            let ms = server.stop();
+            let closed: usize = closers.into_iter().map(|c| c.join().unwrap()).sum();
+            assert_eq!(closed, clients, "every client saw its connection closed");
+            ms
+        })
+        .collect();
+    median(runs)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--shutdown-only") {
+        println!("shutdown 1000: {:.1} ms", shutdown_ms(1000));
+        return;
+    }
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    eprintln!("measuring (about a minute)...");
+
+    let tcp = tcp_echo_rtts();
+    let server = ServerProc::start();
+    let rtt = ping_rtts(server.addr);
+    let msgs = throughput(server.addr);
+    let stop_small = server.stop();
+
+    let server = ServerProc::start();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss0 = server.rss_kib();
+    let idle100 = open_idle(server.addr, 100);
+    std::thread::sleep(Duration::from_millis(200));
+    let rss100 = server.rss_kib();
+    let cpu0 = server.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(IDLE_CPU_SECS));
+    let cpu_ticks = server.cpu_ticks() - cpu0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let idle_cpu_pct = cpu_ticks as f64 / hz / IDLE_CPU_SECS as f64 * 100.0;
+    let idle900 = open_idle(server.addr, 900);
+    std::thread::sleep(Duration::from_millis(300));
+    let rss1000 = server.rss_kib();
+    let threads1000 = server.proc_field("Threads:");
+    drop(idle100);
+    drop(idle900);
+    server.stop();
+
+    let shut100 = shutdown_ms(100);
+    let shut1000 = shutdown_ms(1000);
+
+    let (p50, p99) = (percentile(&rtt, 0.5), percentile(&rtt, 0.99));
+    let (t50, t99) = (percentile(&tcp, 0.5), percentile(&tcp, 0.99));
+    println!("hydrogen-ws bench, {date}, {cpus} CPUs, release build, loopback\n");
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!("| raw TCP echo round trip (64 B), p50 / p99 | {t50:.1} / {t99:.1} µs | (floor) |");
+    println!("| `system/ping` round trip, 1 client, p50 / p99 | {p50:.1} / {p99:.1} µs | |");
+    println!("| ping p50 ÷ raw TCP p50 | {:.2}× | ≤ 3× |", p50 / t50);
+    println!(
+        "| `system/ping` throughput, {THROUGHPUT_CLIENTS} clients (closed loop) | {msgs:.0} msg/s | |"
+    );
+    println!("| shutdown (SIGTERM → exit), 1 client, one run | {stop_small:.1} ms | |");
+    println!("| shutdown, 100 clients, median of {SHUTDOWN_RUNS} | {shut100:.1} ms | |");
+    println!("| shutdown, 1000 clients, median of {SHUTDOWN_RUNS} | {shut1000:.1} ms | < 100 ms |");
+    println!("| RSS, 0 / 100 / 1000 idle connections | {rss0} / {rss100} / {rss1000} KiB | |");
+    println!(
+        "| RSS per idle connection (1000 − 0) / 1000 | {:.1} KiB | < 64 KiB |",
+        (rss1000 - rss0) as f64 / 1000.0
+    );
+    println!("| threads with 1000 connections | {threads1000} | |");
+    println!(
+        "| CPU, 100 idle connections over {IDLE_CPU_SECS} s | {idle_cpu_pct:.2} % ({cpu_ticks} ticks) | < 1 % |"
+    );
+}
