@@ -143,50 +143,63 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&v, 0.5)
 }
 
-/// Round trips of 64 bytes through a thread-per-connection TCP echo: the floor.
-fn tcp_echo_rtts() -> Vec<f64> {
+/// The raw TCP echo server of the baseline, run as its own process (`bench --tcp-echo`) so
+/// that it is scheduled like the server under test: prints its port, echoes 64-byte blocks
+/// on one connection until EOF.
+fn run_tcp_echo() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut buf = [0u8; 64];
-        while s.read_exact(&mut buf).is_ok() {
-            if s.write_all(&buf).is_err() {
-                break;
-            }
-        }
-    });
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_nodelay(true).unwrap();
-    let mut buf = [7u8; 64];
-    let mut out = Vec::with_capacity(PING_SAMPLES);
-    for i in 0..PING_SAMPLES + 500 {
-        let t = Instant::now();
-        c.write_all(&buf).unwrap();
-        c.read_exact(&mut buf).unwrap();
-        if i >= 500 {
-            out.push(t.elapsed().as_secs_f64() * 1e6);
+    println!("{}", listener.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut buf = [0u8; 64];
+    while s.read_exact(&mut buf).is_ok() {
+        if s.write_all(&buf).is_err() {
+            break;
         }
     }
-    drop(c);
-    server.join().unwrap();
-    out.sort_by(f64::total_cmp);
-    out
 }
 
-fn ping_rtts(addr: SocketAddr) -> Vec<f64> {
+/// Paired round trips: a 64-byte TCP echo (a separate process: the floor of this machine)
+/// and a `system/ping` to the server, alternating sample by sample so that the machine's
+/// noise hits both alike. Returns (tcp µs, ping µs), each sorted.
+fn paired_rtts(addr: SocketAddr) -> (Vec<f64>, Vec<f64>) {
+    let mut echo = Command::new(std::env::current_exe().unwrap())
+        .arg("--tcp-echo")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(echo.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let echo_addr: SocketAddr = format!("127.0.0.1:{}", port.trim()).parse().unwrap();
+    let mut tcp = TcpStream::connect(echo_addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
     let mut ws = connect(addr);
-    let mut out = Vec::with_capacity(PING_SAMPLES);
+    let mut buf = [7u8; 64];
+    let (mut tcp_us, mut ping_us) = (
+        Vec::with_capacity(PING_SAMPLES),
+        Vec::with_capacity(PING_SAMPLES),
+    );
     for i in 0..(PING_SAMPLES + 500) as u64 {
         let t = Instant::now();
+        tcp.write_all(&buf).unwrap();
+        tcp.read_exact(&mut buf).unwrap();
+        let tcp_sample = t.elapsed().as_secs_f64() * 1e6;
+        let t = Instant::now();
         ping(&mut ws, i);
+        let ping_sample = t.elapsed().as_secs_f64() * 1e6;
         if i >= 500 {
-            out.push(t.elapsed().as_secs_f64() * 1e6);
+            tcp_us.push(tcp_sample);
+            ping_us.push(ping_sample);
         }
     }
-    out.sort_by(f64::total_cmp);
-    out
+    drop(tcp);
+    echo.wait().unwrap();
+    tcp_us.sort_by(f64::total_cmp);
+    ping_us.sort_by(f64::total_cmp);
+    (tcp_us, ping_us)
 }
 
 fn throughput(addr: SocketAddr) -> f64 {
@@ -296,6 +309,9 @@ fn shutdown_ms(clients: usize) -> f64 {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--tcp-echo") {
+        return run_tcp_echo();
+    }
     if std::env::args().any(|a| a == "--shutdown-only") {
         println!("shutdown 1000: {:.1} ms", shutdown_ms(1000));
         return;
@@ -311,9 +327,8 @@ fn main() {
         .unwrap_or(0);
     eprintln!("measuring (about a minute)...");
 
-    let tcp = tcp_echo_rtts();
     let server = ServerProc::start();
-    let rtt = ping_rtts(server.addr);
+    let (tcp, rtt) = paired_rtts(server.addr);
     let msgs = throughput(server.addr);
     let stop_small = server.stop();
 
@@ -345,7 +360,9 @@ fn main() {
     println!("hydrogen-ws bench, {date}, {cpus} CPUs, release build, loopback\n");
     println!("| measure | value | target |");
     println!("|---|---|---|");
-    println!("| raw TCP echo round trip (64 B), p50 / p99 | {t50:.1} / {t99:.1} µs | (floor) |");
+    println!(
+        "| raw TCP echo round trip (64 B, paired), p50 / p99 | {t50:.1} / {t99:.1} µs | (floor) |"
+    );
     println!("| `system/ping` round trip, 1 client, p50 / p99 | {p50:.1} / {p99:.1} µs | |");
     println!("| ping p50 ÷ raw TCP p50 | {:.2}× | ≤ 3× |", p50 / t50);
     println!(
