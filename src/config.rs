@@ -580,6 +580,29 @@ mod tests {
     }
 
     #[test]
+    fn silent_spec_choices() {
+        // SAFETY: unit tests in this module are the only users of these variable names.
+        unsafe { std::env::remove_var("HWS_TEST_UNSET_KEY") };
+        let (c, r) = Config::from_json_str(
+            r#"{"WebSocketServer":{"IdleTimeoutMs":250,"Keys":[{"Name":"a","Key":"${env.HWS_TEST_UNSET_KEY}","Role":"viewer"}],
+                "RateLimit":{"MessagesPerSecond":5}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_millis(250)));
+        assert!(
+            c.keys.iter().all(|k| k.name != "a"),
+            "a key from an unset variable is skipped"
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("RateLimit") && w.contains("not enforced"))
+        );
+        let e = Config::from_json_str(r#"{"WebSocketServer":{"SecureMode":"tls"}}"#).unwrap_err();
+        assert!(e.to_string().contains("SecureMode"));
+    }
+
+    #[test]
     fn missing_key_refuses_with_instructions() {
         let mut c = Config::default();
         c.keys.clear();
