@@ -324,30 +324,24 @@ struct ResponseOut<'a> {
 
 /// `{"type":"response", ..., "status":"ok", "data": data}`.
 pub(crate) fn response_ok(to: &ReplyTo, data: &Value) -> String {
-    let out = ResponseOut {
-        kind: "response",
-        id: &to.id,
-        timestamp: timestamp_now(),
-        channel: &to.channel,
-        action: &to.action,
-        status: "ok",
-        data: Some(data),
-        error: None,
-    };
-    serde_json::to_string(&out).expect("serializing a response cannot fail")
+    response(to, Some(data), None)
 }
 
 /// `{"type":"response", ..., "status":"error", "error": {...}}`.
 pub(crate) fn response_error(to: &ReplyTo, error: &WireError) -> String {
+    response(to, None, Some(error))
+}
+
+fn response(to: &ReplyTo, data: Option<&Value>, error: Option<&WireError>) -> String {
     let out = ResponseOut {
         kind: "response",
         id: &to.id,
         timestamp: timestamp_now(),
         channel: &to.channel,
         action: &to.action,
-        status: "error",
-        data: None,
-        error: Some(error),
+        status: if error.is_some() { "error" } else { "ok" },
+        data,
+        error,
     };
     serde_json::to_string(&out).expect("serializing a response cannot fail")
 }

@@ -161,27 +161,11 @@ pub(crate) fn perform(
             );
             return reject(ctx, conn, tcp, r, deadline);
         }
-        Err(HeadError::Malformed(why)) => {
-            let r = Rejection::new(
-                400,
-                "Bad Request",
-                "invalid_message",
-                format!("malformed HTTP request: {why}"),
-            );
-            return reject(ctx, conn, tcp, r, deadline);
-        }
+        Err(HeadError::Malformed(why)) => return reject(ctx, conn, tcp, malformed(&why), deadline),
     };
     let head = match parse_head(&head_bytes) {
         Ok(h) => h,
-        Err(why) => {
-            let r = Rejection::new(
-                400,
-                "Bad Request",
-                "invalid_message",
-                format!("malformed HTTP request: {why}"),
-            );
-            return reject(ctx, conn, tcp, r, deadline);
-        }
+        Err(why) => return reject(ctx, conn, tcp, malformed(&why), deadline),
     };
     if !head.is_upgrade || !head.is_get {
         if head.is_get && head.path == "/health" {
@@ -228,6 +212,15 @@ pub(crate) fn perform(
             Outcome::Finished
         }
     }
+}
+
+fn malformed(why: &str) -> Rejection {
+    Rejection::new(
+        400,
+        "Bad Request",
+        "invalid_message",
+        format!("malformed HTTP request: {why}"),
+    )
 }
 
 enum HeadError {

@@ -111,13 +111,7 @@ pub(crate) fn status_object(ctx: &ServerContext) -> Value {
         let r = ctx.connections.lock();
         (r.established, r.by_id.len())
     };
-    let bound: Vec<String> = ctx
-        .state
-        .lock()
-        .bound
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+    let (bound, port) = bound_addresses(ctx);
     let rejected: Map<String, Value> = m
         .rejected
         .lock()
@@ -140,7 +134,7 @@ pub(crate) fn status_object(ctx: &ServerContext) -> Value {
             "server_started": started,
         },
         "bound": bound,
-        "port": ctx.state.lock().bound.first().map(|a| a.port()),
+        "port": port,
         "uptime_ms": ctx.uptime_ms(),
         "connection_threads": live,
         "connections_by_state": by_state,
@@ -153,21 +147,22 @@ pub(crate) fn status_object(ctx: &ServerContext) -> Value {
     })
 }
 
+/// The listening addresses as text, and the port of the first.
+fn bound_addresses(ctx: &ServerContext) -> (Vec<String>, Option<u16>) {
+    let state = ctx.state.lock();
+    let text = state.bound.iter().map(|a| a.to_string()).collect();
+    (text, state.bound.first().map(|a| a.port()))
+}
+
 /// `system/info`: version, protocol, bound port, TLS, and the limits in force.
 pub(crate) fn info_object(ctx: &ServerContext) -> Value {
     let c = &ctx.config;
-    let bound: Vec<String> = ctx
-        .state
-        .lock()
-        .bound
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+    let (bound, port) = bound_addresses(ctx);
     json!({
         "name": "hydrogen-ws",
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": c.protocol,
-        "port": ctx.state.lock().bound.first().map(|a| a.port()),
+        "port": port,
         "bound": bound,
         "tls": false,
         "auth_required": c.auth_required,
