@@ -71,6 +71,36 @@ pub struct Config {
     /// `HandlerTimeoutMs` (10000): a command whose handler has not answered by then gets
     /// `timeout`.
     pub handler_timeout: Duration,
+    /// `Delivery`: acknowledgements, sessions and replay.
+    pub delivery: DeliveryConfig,
+}
+
+/// The `Delivery` section (SPEC §9).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeliveryConfig {
+    /// `AckTimeoutMs` (5000): an unacknowledged reliable event is sent again after this.
+    pub ack_timeout: Duration,
+    /// `MaxRetries` (5): redeliveries before the client is closed with 1008.
+    pub max_retries: u32,
+    /// `SessionResumeSeconds` (120): how long a disconnected session can be resumed.
+    pub session_resume: Duration,
+    /// `ReplayBufferEvents` (1000): events kept per session for replay on resume.
+    pub replay_buffer_events: usize,
+    /// `ReliableChannels` ([]): every event on these channels is reliable.
+    pub reliable_channels: Vec<String>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            ack_timeout: Duration::from_millis(5000),
+            max_retries: 5,
+            session_resume: Duration::from_secs(120),
+            replay_buffer_events: 1000,
+            reliable_channels: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -102,6 +132,7 @@ impl Default for Config {
             join_timeout: Duration::from_millis(5000),
             log_level: "info".into(),
             handler_timeout: Duration::from_millis(10000),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -202,14 +233,7 @@ impl Config {
                 }
             }
         }
-        for ignored in [
-            "CertificatePath",
-            "KeyPath",
-            "Jwt",
-            "SessionTokens",
-            "RateLimit",
-            "Delivery",
-        ] {
+        for ignored in ["CertificatePath", "KeyPath", "Jwt", "SessionTokens", "RateLimit"] {
             if let Some(v) = s.take(ignored)
                 && !v.is_null()
             {
@@ -270,6 +294,9 @@ impl Config {
         }
         if let Some(v) = s.take_int("HandlerTimeoutMs", 10, 3_600_000)? {
             cfg.handler_timeout = ms(v);
+        }
+        if let Some(v) = s.take("Delivery") {
+            cfg.delivery = parse_delivery(&v, &mut report)?;
         }
         // Hydrogen's names first, so that our own names win when both are given.
         if let Some(v) = s.take("ConnectionTimeouts") {
@@ -391,6 +418,45 @@ fn parse_keys(v: &Value) -> Result<Vec<ApiKey>, Error> {
         }
     }
     Ok(keys)
+}
+
+fn parse_delivery(v: &Value, report: &mut LoadReport) -> Result<DeliveryConfig, Error> {
+    let map = Section::as_object(v, "WebSocketServer.Delivery")?;
+    let mut s = Section::new("WebSocketServer.Delivery", &map);
+    let mut d = DeliveryConfig::default();
+    if let Some(v) = s.take_int("AckTimeoutMs", 10, 3_600_000)? {
+        d.ack_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = s.take_int("MaxRetries", 0, 1000)? {
+        d.max_retries = v as u32;
+    }
+    if let Some(v) = s.take_int("SessionResumeSeconds", 0, 86_400)? {
+        d.session_resume = Duration::from_secs(v);
+    }
+    if let Some(v) = s.take_int("SessionResumeMs", 0, 86_400_000)? {
+        d.session_resume = Duration::from_millis(v);
+    }
+    if let Some(v) = s.take_int("ReplayBufferEvents", 1, 1_000_000)? {
+        d.replay_buffer_events = v as usize;
+    }
+    if let Some(v) = s.take("ReliableChannels") {
+        let Value::Array(items) = v else {
+            return Err(Error::config("WebSocketServer.Delivery.ReliableChannels", "must be an array of channel names"));
+        };
+        for item in items {
+            match item {
+                Value::String(c) if crate::message::is_valid_name(&c) => d.reliable_channels.push(c),
+                other => {
+                    return Err(Error::config(
+                        "WebSocketServer.Delivery.ReliableChannels",
+                        format!("{other} is not a channel name ([a-z0-9_.-]{{1,64}})"),
+                    ));
+                }
+            }
+        }
+    }
+    report.warnings.extend(s.unknown_keys());
+    Ok(d)
 }
 
 fn parse_level(v: &Value, key: &str) -> Result<String, Error> {

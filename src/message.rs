@@ -148,7 +148,8 @@ impl From<&Command> for ReplyTo {
     }
 }
 
-fn is_valid_name(s: &str) -> bool {
+/// Whether `s` is a valid channel or action name: `[a-z0-9_.-]{1,64}`.
+pub fn is_valid_name(s: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&s.len())
         && s.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')

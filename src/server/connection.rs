@@ -21,6 +21,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 use crate::message::{self, Command, ErrorCode, Incoming, ReplyTo, WireError};
 use crate::server::auth::{Credential, Identity, Role};
 use crate::server::context::{ConnState, ConnectionShared, Metrics, Outbound, ServerContext};
+use crate::server::events::{self, EventBody, Redelivery, Session};
 use crate::server::dispatch::Dispatcher;
 use crate::server::handshake::{self, ClientStream, Outcome};
 use crate::server::threads::{ThreadRegistry, ThreadRole};
@@ -29,6 +30,8 @@ use crate::wake::{self, Interest, Readiness, Waker};
 
 /// Commands one client may have waiting for a handler at once; more get `rate_limited`.
 const MAX_IN_FLIGHT: usize = 64;
+/// Events taken off the queue before they are written (and sorted by priority).
+const EVENT_BATCH: usize = 64;
 /// Command ids remembered per connection for the replay guard (SPEC §6).
 const RECENT_IDS: usize = 1024;
 
@@ -96,6 +99,9 @@ fn run(
                 .fetch_add(1, Ordering::Relaxed);
             let mut conn = Connection::new(ctx.clone(), shared.clone(), *ws, rx, identity);
             let end = conn.serve();
+            if let Some(session) = &conn.session {
+                ctx.events.detach(session, shared.id);
+            }
             if counted {
                 handshake::release_slot(&ctx, &shared);
             }
@@ -176,6 +182,12 @@ struct Connection {
     in_flight: Vec<InFlight>,
     recent_ids: RecentIds,
     ready: Vec<Readiness>,
+    /// The session, once authenticated: subscriptions, seq, replay, unacked events.
+    session: Option<Arc<Session>>,
+    /// Redelivery timers of reliable events sent, in send order: (due, seq).
+    ack_timers: VecDeque<(Instant, u64)>,
+    /// Events taken off the queue, written highest priority first.
+    batch: Vec<(u64, Arc<EventBody>)>,
 }
 
 impl Connection {
@@ -234,11 +246,30 @@ impl Connection {
                 hasher: RandomState::new(),
             },
             ready: Vec::with_capacity(2),
+            session: None,
+            ack_timers: VecDeque::new(),
+            batch: Vec::new(),
         }
+    }
+
+    /// Starts the session of a freshly authenticated client; returns its id.
+    fn start_session(&mut self, identity: &Identity) -> String {
+        if let Some(old) = self.session.take() {
+            self.ctx.events.detach(&old, self.shared.id);
+        }
+        let session = self.ctx.events.create_session(identity.clone(), &self.shared);
+        let id = session.id.clone();
+        self.session = Some(session);
+        id
     }
 
     /// The loop. Returns the state the connection ends in.
     fn serve(&mut self) -> ConnState {
+        if let Some(identity) = self.identity.clone() {
+            let session_id = self.start_session(&identity);
+            let welcome = json!({"session_id": session_id, "connection_id": self.shared.id, "role": identity.role.as_str()});
+            self.send(events::unsequenced_event("system", "welcome", &welcome));
+        }
         loop {
             if self.read_frames() == Flow::Stop || self.broken {
                 break;
@@ -399,7 +430,13 @@ impl Connection {
             )),
             Ok(Incoming::LegacyStatus) => self.send(status::status_object(&self.ctx).to_string()),
             Ok(Incoming::Ack { id }) => {
-                log::debug!("conn {}: ack {id} for no outstanding event", self.shared.id)
+                let known = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| self.ctx.events.ack(s, Some(&id), None));
+                if !known {
+                    log::debug!("conn {}: ack {id} for no outstanding event", self.shared.id);
+                }
             }
             Ok(Incoming::Command(cmd)) => self.on_command(cmd),
         }
@@ -429,7 +466,11 @@ impl Connection {
             if cmd.action == "auth" {
                 return self.late_auth(cmd);
             }
-            let result = system_channel::handle(&self.ctx, &self.shared, &identity, &cmd);
+            if cmd.action == "resume" {
+                return self.resume(cmd);
+            }
+            let session = self.session.clone().expect("authenticated connections have a session");
+            let result = system_channel::handle(&self.ctx, &self.shared, &identity, &session, &cmd);
             return self.send(match result {
                 Ok(data) => message::response_ok(&to, &data),
                 Err(err) => message::response_error(&to, &err),
@@ -485,7 +526,9 @@ impl Connection {
                     identity.name,
                     identity.role.as_str()
                 );
-                let data = json!({"role": identity.role.as_str(), "name": identity.name, "connection_id": self.shared.id});
+                let session_id = self.start_session(&identity);
+                let data = json!({"role": identity.role.as_str(), "name": identity.name,
+                    "connection_id": self.shared.id, "session_id": session_id});
                 *self.shared.identity.lock() = Some(identity.clone());
                 self.identity = Some(identity);
                 self.auth_deadline = None;
@@ -496,6 +539,41 @@ impl Connection {
                 self.send(message::response_ok(&to, &data));
             }
             Err(why) => self.fail_auth(Some(&to), why.0),
+        }
+    }
+
+    /// `system/resume`: take over a detached session and replay what the client missed.
+    fn resume(&mut self, cmd: Command) {
+        let to = ReplyTo::from(&cmd);
+        let current = self.session.clone().expect("authenticated connections have a session");
+        match self.ctx.events.resume(&current, &self.shared, &cmd.data) {
+            Err(err) => self.send(message::response_error(&to, &err)),
+            Ok(resumed) => {
+                log::info!(
+                    "conn {} {}: resumed session {} ({} events to replay)",
+                    self.shared.id,
+                    self.shared.peer,
+                    resumed.session.id,
+                    resumed.replay.len()
+                );
+                self.session = Some(resumed.session);
+                // Events queued for the discarded session are not this client's any more.
+                self.ack_timers.clear();
+                self.send(message::response_ok(&to, &resumed.response));
+                for (seq, body) in resumed.replay {
+                    self.send_event(seq, &body, true);
+                }
+            }
+        }
+    }
+
+    /// Writes one event of the session and arms its redelivery timer when reliable.
+    fn send_event(&mut self, seq: u64, body: &EventBody, redelivered: bool) {
+        self.send(body.text(seq, redelivered));
+        self.ctx.events.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+        if body.reliable {
+            let due = wake::after(self.ctx.config.delivery.ack_timeout);
+            self.ack_timers.push_back((due, seq));
         }
     }
 
@@ -515,19 +593,52 @@ impl Connection {
 
     /// Takes queued messages while the socket accepts writes.
     fn drain_outbound(&mut self) {
+        self.write_batch();
         while !self.write_blocked && self.close_deadline.is_none() && !self.broken {
             let Ok(msg) = self.rx.try_recv() else { break };
             self.shared.took_one();
             match msg {
+                Outbound::Event { seq, body } => {
+                    self.batch.push((seq, body));
+                    if self.batch.len() >= EVENT_BATCH {
+                        self.write_batch();
+                    }
+                }
                 Outbound::Reply { id, text } => {
                     if let Some(i) = self.in_flight.iter().position(|f| f.to.id == id) {
                         self.in_flight.swap_remove(i);
                         self.send(text);
                     }
                 }
-                Outbound::Close { code, reason } => self.start_close(code, reason),
+                Outbound::Close { code, reason } => {
+                    self.write_batch();
+                    self.start_close(code, reason);
+                }
             }
         }
+        self.write_batch();
+        if !self.write_blocked
+            && self.close_deadline.is_none()
+            && let Some(status) = self.shared.take_status()
+        {
+            self.send(status.to_string());
+        }
+    }
+
+    /// Writes batched events, highest priority first (stable: publish order within a
+    /// priority), until the socket stops accepting; the rest wait for the next round.
+    fn write_batch(&mut self) {
+        if self.batch.is_empty() || self.close_deadline.is_some() {
+            return;
+        }
+        self.batch.sort_by_key(|(_, body)| body.priority);
+        let mut written = 0;
+        while written < self.batch.len() && !self.write_blocked && !self.broken {
+            let (seq, body) = self.batch[written].clone();
+            self.send_event(seq, &body, false);
+            written += 1;
+        }
+        self.batch.drain(..written);
     }
 
     /// Fires due timers; returns Stop when the connection must end now.
@@ -544,7 +655,10 @@ impl Connection {
             let deadline = *self
                 .shutdown_deadline
                 .get_or_insert_with(|| wake::after(config.close_wait / 2));
-            let flushed = self.rx.is_empty() && !self.write_blocked && self.in_flight.is_empty();
+            let flushed = self.rx.is_empty()
+                && self.batch.is_empty()
+                && !self.write_blocked
+                && self.in_flight.is_empty();
             if self.close_deadline.is_none() && (flushed || now >= deadline) {
                 for pending in std::mem::take(&mut self.in_flight) {
                     let err = WireError::new(
@@ -588,10 +702,42 @@ impl Connection {
         if let Some(idle) = config.idle_timeout
             && now >= self.last_message + idle
         {
-            self.shared
-                .set_state(ConnState::Inactive, &self.ctx.metrics);
-            self.start_close(1000, "idle timeout");
-            return Flow::Continue;
+            // A subscriber is listening, not idle; the heartbeat watches its liveness.
+            if self.session.as_ref().is_some_and(|s| s.has_subscriptions()) {
+                self.last_message = now;
+            } else {
+                self.shared
+                    .set_state(ConnState::Inactive, &self.ctx.metrics);
+                self.start_close(1000, "idle timeout");
+                return Flow::Continue;
+            }
+        }
+        while let Some(&(due, seq)) = self.ack_timers.front() {
+            if now < due {
+                break;
+            }
+            self.ack_timers.pop_front();
+            let Some(session) = self.session.clone() else {
+                break;
+            };
+            match self.ctx.events.redeliver(&session, seq, config.delivery.max_retries) {
+                Redelivery::Acked => {}
+                Redelivery::Resend(text) => {
+                    self.send(text);
+                    self.ack_timers
+                        .push_back((wake::after(config.delivery.ack_timeout), seq));
+                }
+                Redelivery::GiveUp => {
+                    log::info!(
+                        "conn {} {}: event seq {seq} not acknowledged after {} redeliveries; closing",
+                        self.shared.id,
+                        self.shared.peer,
+                        config.delivery.max_retries
+                    );
+                    self.start_close(1008, "events not acknowledged");
+                    return Flow::Continue;
+                }
+            }
         }
         let mut expired = Vec::new();
         self.in_flight.retain(|f| {
@@ -629,6 +775,7 @@ impl Connection {
             self.shutdown_deadline,
             c.idle_timeout.map(|i| self.last_message + i),
             self.in_flight.iter().map(|f| f.deadline).min(),
+            self.ack_timers.front().map(|(due, _)| *due),
         ])
     }
 

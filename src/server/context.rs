@@ -16,6 +16,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Config;
 use crate::server::auth::{Authenticator, Identity};
 use crate::server::dispatch::Dispatcher;
+use crate::server::events::{EventBody, EventBus};
 use crate::server::status::ProcessSampler;
 use crate::server::threads::ThreadRegistry;
 use crate::wake::Waker;
@@ -79,6 +80,8 @@ impl ConnState {
 /// Something for a connection thread to do, queued by another thread.
 #[derive(Debug)]
 pub(crate) enum Outbound {
+    /// An event of the session, with the seq it has there.
+    Event { seq: u64, body: Arc<EventBody> },
     /// A handler's response to command `id`; dropped if that command already timed out.
     Reply { id: String, text: String },
     /// Close the connection with this code and reason (after what is queued before it).
@@ -102,6 +105,8 @@ pub(crate) struct ConnectionShared {
     pub last_activity_ms: AtomicU64,
     /// OS thread id of the connection thread (for the thread dump).
     pub tid: AtomicU64,
+    /// The newest status event not yet sent: status is coalesced, never queued.
+    status_slot: Mutex<Option<Arc<str>>>,
 }
 
 /// The client's queue is over OutboundQueueLimit.
@@ -127,6 +132,7 @@ impl ConnectionShared {
             identity: Mutex::new(None),
             last_activity_ms: AtomicU64::new(0),
             tid: AtomicU64::new(0),
+            status_slot: Mutex::new(None),
         }
     }
 
@@ -154,6 +160,17 @@ impl ConnectionShared {
             Some(tcp) => tcp.shutdown(std::net::Shutdown::Both).is_ok(),
             None => false,
         }
+    }
+
+    /// Offers the newest status event; replaces one not yet sent, then wakes the thread.
+    pub(crate) fn offer_status(&self, text: Arc<str>) {
+        *self.status_slot.lock() = Some(text);
+        self.waker.wake();
+    }
+
+    /// Takes the pending status event, if any.
+    pub(crate) fn take_status(&self) -> Option<Arc<str>> {
+        self.status_slot.lock().take()
     }
 
     /// Called by the connection thread for each message it takes off the queue.
@@ -326,6 +343,7 @@ pub(crate) struct ServerContext {
     pub shutdown: ShutdownSignal,
     pub threads: ThreadRegistry,
     pub dispatch: Dispatcher,
+    pub events: EventBus,
     pub sampler: ProcessSampler,
     pub started: SystemTime,
     pub started_at: Instant,
@@ -343,6 +361,7 @@ impl ServerContext {
             shutdown: ShutdownSignal::new()?,
             threads: ThreadRegistry::default(),
             dispatch: Dispatcher::new(),
+            events: EventBus::default(),
             sampler: ProcessSampler::new(),
             started: SystemTime::now(),
             started_at: Instant::now(),

@@ -5,6 +5,7 @@ pub(crate) mod auth;
 mod connection;
 pub(crate) mod context;
 mod dispatch;
+mod events;
 mod handshake;
 mod listener;
 mod shutdown;
@@ -21,6 +22,7 @@ use serde_json::Value;
 
 pub use auth::{ApiKey, Identity, Role, Secret};
 pub use dispatch::{HandlerResult, Request};
+pub use events::{Event, Priority, Publisher};
 pub use shutdown::ShutdownReport;
 pub use threads::StuckThread;
 
@@ -31,6 +33,8 @@ use threads::{ThreadRegistry, ThreadRole};
 
 /// Stack of the accept thread: it only polls and spawns.
 const ACCEPT_STACK: usize = 128 * 1024;
+/// Stack of the status thread: builds the status object and JSON.
+const STATUS_STACK: usize = 256 * 1024;
 
 /// Starts servers. See [`Server::start`].
 #[derive(Debug)]
@@ -70,6 +74,11 @@ impl Server {
             move |tag| listener::accept_loop(accept_ctx, listeners, tag),
         )
         .map_err(|e| Error::io("starting the accept thread", e))?;
+        let status_ctx = ctx.clone();
+        ThreadRegistry::spawn(&ctx, ThreadRole::Status, "hws-status".into(), STATUS_STACK, None, move |tag| {
+            status::status_loop(status_ctx, tag)
+        })
+        .map_err(|e| Error::io("starting the status thread", e))?;
         Ok(handle)
     }
 }
@@ -121,6 +130,11 @@ impl ServerHandle {
         self.ctx.dispatch.register(channel, Arc::new(handler));
         log::info!("handler registered for channel {channel}");
         Ok(())
+    }
+
+    /// A handle to publish events to subscribers (SPEC §9); clone it into controller threads.
+    pub fn publisher(&self) -> Publisher {
+        Publisher { ctx: self.ctx.clone() }
     }
 
     /// The status object of SPEC §8 (what `system/status` answers).

@@ -1,7 +1,9 @@
 //! The status object of SPEC §8 (with the process's real thread count and memory) and the
 //! `system/info` object.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
@@ -9,6 +11,8 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::message::format_time;
 use crate::server::context::{ConnState, ServerContext};
+use crate::server::events::unsequenced_event;
+use crate::server::threads::{Activity, ThreadTag};
 
 /// Samples this process's memory through sysinfo. Kept between calls: a refresh of one process
 /// is a couple of `/proc` reads.
@@ -144,6 +148,7 @@ pub(crate) fn status_object(ctx: &ServerContext) -> Value {
         "bytes_out": m.bytes_out.load(Ordering::Relaxed),
         "rejected": rejected,
         "handler_backlog": ctx.dispatch.backlog(),
+        "events": ctx.events.figures(),
     })
 }
 
@@ -181,4 +186,40 @@ pub(crate) fn info_object(ctx: &ServerContext) -> Value {
             "HandlerTimeoutMs": c.handler_timeout.as_millis() as u64,
         },
     })
+}
+
+/// The `hws-status` thread: every StatusIntervalMs it offers a fresh status event to the
+/// connections subscribed to `system` (coalesced: a client that is behind gets only the
+/// newest), and it expires detached sessions. It sleeps on the shutdown condvar, so shutdown
+/// wakes it at once; with no subscribers it builds no status at all.
+pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
+    let interval = ctx.config.status_interval;
+    let resume = ctx.config.delivery.session_resume;
+    let mut next_status = interval.map(|i| Instant::now() + i);
+    let mut next_expiry: Option<Instant> = None;
+    while !ctx.shutdown.is_requested() {
+        tag.set(Activity::Waiting, ctx.uptime_ms());
+        // Sessions detach at any time; look at least once per resume window.
+        let sweep = next_expiry.unwrap_or_else(|| Instant::now() + resume.max(Duration::from_secs(1)));
+        let wake_at = next_status.map_or(sweep, |s| s.min(sweep));
+        ctx.shutdown.wait_until(wake_at, false, || ctx.shutdown.is_requested());
+        if ctx.shutdown.is_requested() {
+            break;
+        }
+        tag.set(Activity::Running, ctx.uptime_ms());
+        let now = Instant::now();
+        if let (Some(due), Some(i)) = (next_status, interval)
+            && now >= due
+        {
+            let subscribers = ctx.events.status_subscribers();
+            if !subscribers.is_empty() {
+                let text: Arc<str> = unsequenced_event("system", "status", &status_object(&ctx)).into();
+                for conn in subscribers {
+                    conn.offer_status(text.clone());
+                }
+            }
+            next_status = Some(due + i).filter(|n| *n > now).or(Some(now + i));
+        }
+        next_expiry = ctx.events.expire(resume);
+    }
 }

@@ -2,17 +2,21 @@
 //! run inline on the connection thread: each is a few microseconds of work and no I/O.
 //! (`auth` is handled by the connection itself, because it changes the connection's state.)
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use crate::message::{Command, ErrorCode, WireError};
 use crate::server::auth::{Identity, Role};
 use crate::server::context::{ConnectionShared, Outbound, ServerContext};
+use crate::server::events::{Event, Priority, Session};
 use crate::server::status;
 
 /// The role each built-in action needs; `None` for actions that do not exist.
 fn required_role(action: &str) -> Option<Role> {
     match action {
-        "ping" | "status" | "info" => Some(Role::Viewer),
+        "ping" | "status" | "info" | "subscribe" | "unsubscribe" => Some(Role::Viewer),
+        "publish" => Some(Role::Service),
         "threads" | "disconnect" => Some(Role::Admin),
         _ => None,
     }
@@ -23,13 +27,11 @@ pub(crate) fn handle(
     ctx: &ServerContext,
     caller: &ConnectionShared,
     identity: &Identity,
+    session: &Arc<Session>,
     cmd: &Command,
 ) -> Result<Value, WireError> {
     let Some(required) = required_role(&cmd.action) else {
-        let planned = matches!(
-            cmd.action.as_str(),
-            "subscribe" | "unsubscribe" | "resume" | "register" | "publish"
-        );
+        let planned = matches!(cmd.action.as_str(), "register");
         let message = if planned {
             format!(
                 "system/{} is not available in this version of the server",
@@ -37,7 +39,7 @@ pub(crate) fn handle(
             )
         } else {
             format!(
-                "system has no action {:?}; actions: ping, status, info, auth, threads, disconnect",
+                "system has no action {:?}; actions: ping, status, info, auth, subscribe, unsubscribe, resume, publish, threads, disconnect",
                 cmd.action
             )
         };
@@ -64,6 +66,9 @@ pub(crate) fn handle(
             Ok(json!({"count": threads.len(), "threads": threads}))
         }
         "disconnect" => disconnect(ctx, caller, identity, cmd),
+        "subscribe" => ctx.events.subscribe(session, &cmd.data),
+        "unsubscribe" => ctx.events.unsubscribe(session, &cmd.data),
+        "publish" => publish(ctx, &cmd.data),
         _ => unreachable!("required_role covers every action handled here"),
     }
 }
@@ -102,4 +107,29 @@ fn disconnect(
         usize::MAX,
     );
     Ok(json!({"disconnected": id}))
+}
+
+/// `system/publish {"channel","action","data","reliable"?,"priority"?}` from a service.
+fn publish(ctx: &ServerContext, data: &Value) -> Result<Value, WireError> {
+    let field = |k: &str| data.get(k).and_then(Value::as_str);
+    let (Some(channel), Some(action)) = (field("channel"), field("action")) else {
+        return Err(WireError::new(
+            ErrorCode::InvalidMessage,
+            "system/publish needs {\"channel\", \"action\", \"data\"?, \"reliable\"?, \"priority\"?}",
+        ));
+    };
+    let priority = match field("priority") {
+        None => Priority::Normal,
+        Some(p) => Priority::from_name(p).ok_or_else(|| {
+            WireError::new(ErrorCode::InvalidMessage, "priority must be high, normal or low")
+                .with_details(json!({"field": "priority"}))
+        })?,
+    };
+    let mut event = Event::new(channel, action, data.get("data").cloned().unwrap_or(json!({})))
+        .priority(priority);
+    if data.get("reliable").and_then(Value::as_bool) == Some(true) {
+        event = event.reliable();
+    }
+    let delivered_to = ctx.events.publish(&ctx.config, event)?;
+    Ok(json!({"delivered_to": delivered_to}))
 }

@@ -22,6 +22,7 @@ pub(crate) enum ThreadRole {
     Accept,
     Connection,
     Worker,
+    Status,
 }
 
 impl ThreadRole {
@@ -30,6 +31,7 @@ impl ThreadRole {
             ThreadRole::Accept => "accept",
             ThreadRole::Connection => "connection",
             ThreadRole::Worker => "worker",
+            ThreadRole::Status => "status",
         }
     }
 }
@@ -86,7 +88,7 @@ pub(crate) struct ThreadRegistry {
     next_key: AtomicU64,
     /// Threads started and not yet exited, per [`ThreadRole`]: what the shutdown waits on,
     /// readable without the lock.
-    running: [AtomicUsize; 3],
+    running: [AtomicUsize; 4],
 }
 
 /// A thread that did not exit before a deadline.

@@ -52,8 +52,21 @@ pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
 
 /// Opens a WebSocket with `Authorization: Key <key>` (no header when `key` is None) and the
 /// hydrogen subprotocol. Reads time out after [`WAIT`].
+/// With a key, the `system/welcome` event that follows the handshake is read and checked.
 pub fn connect(addr: SocketAddr, key: Option<&str>) -> Client {
-    try_connect(addr, key, "/", Some(PROTOCOL)).expect("handshake succeeds")
+    connect_with_welcome(addr, key).0
+}
+
+/// Like [`connect`], also returning the welcome event's data (Null without a key).
+pub fn connect_with_welcome(addr: SocketAddr, key: Option<&str>) -> (Client, Value) {
+    let mut ws = try_connect(addr, key, "/", Some(PROTOCOL)).expect("handshake succeeds");
+    if key.is_none() {
+        return (ws, Value::Null);
+    }
+    let welcome = recv_json(&mut ws);
+    assert_eq!((welcome["channel"].as_str(), welcome["action"].as_str()), (Some("system"), Some("welcome")), "{welcome}");
+    assert!(welcome["data"]["session_id"].is_string() && welcome["data"]["connection_id"].is_u64());
+    (ws, welcome["data"].clone())
 }
 
 pub fn try_connect(

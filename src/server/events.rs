@@ -1,0 +1,550 @@
+//! Subscriptions, fan-out, sessions, reliable delivery and resume (SPEC §9).
+//!
+//! An event is serialized once ([`EventBody`]) and shared by every subscriber; each session
+//! gives it its own `seq` and keeps `(seq, body)` in a ring of the last ReplayBufferEvents
+//! events (16 bytes an entry), so a client that lost its connection can resume without a gap.
+//! Reliable events also stay in the session's outbox until acknowledged. Publishing takes one
+//! mutex for the whole fan-out, so every subscriber sees events in the same (publish) order,
+//! and never blocks on a client: it pushes onto each connection's queue and wakes it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::message::{ErrorCode, WireError, is_valid_name, timestamp_now};
+use crate::server::auth::Identity;
+use crate::server::context::{ConnectionShared, Outbound, ServerContext};
+
+/// Delivery order within a connection's backlog: higher first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    /// Sent before normal and low events that are waiting.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Sent after everything else that is waiting.
+    Low,
+}
+
+impl Priority {
+    /// `high`, `normal`, `low`.
+    pub fn from_name(name: &str) -> Option<Priority> {
+        match name {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
+/// An event to publish.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Event {
+    /// Channel (`[a-z0-9_.-]{1,64}`); subscribers of it receive the event.
+    pub channel: String,
+    /// Action within the channel (same syntax); subscribers may filter on it.
+    pub action: String,
+    /// Payload.
+    pub data: Value,
+    /// Must be acknowledged by each subscriber (also implied by `ReliableChannels`).
+    pub reliable: bool,
+    /// Order within a connection's backlog.
+    pub priority: Priority,
+}
+
+impl Event {
+    /// A normal-priority, unreliable event.
+    pub fn new(channel: &str, action: &str, data: Value) -> Self {
+        Event { channel: channel.into(), action: action.into(), data, reliable: false, priority: Priority::Normal }
+    }
+
+    /// The same event, to be acknowledged by every subscriber.
+    pub fn reliable(mut self) -> Self {
+        self.reliable = true;
+        self
+    }
+
+    /// The same event with `priority`.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+/// An event serialized once and shared by all its subscribers.
+#[derive(Debug)]
+pub(crate) struct EventBody {
+    pub id: String,
+    pub reliable: bool,
+    pub priority: Priority,
+    /// The JSON after `"seq":N,`: `"id":…,"timestamp":…,"channel":…,"action":…,"data":…}`.
+    tail: String,
+}
+
+impl EventBody {
+    /// The frame text for one session.
+    pub(crate) fn text(&self, seq: u64, redelivered: bool) -> String {
+        let mut s = String::with_capacity(self.tail.len() + 64);
+        s.push_str("{\"type\":\"event\",\"seq\":");
+        s.push_str(&seq.to_string());
+        s.push(',');
+        if self.reliable {
+            s.push_str("\"ack\":true,");
+        }
+        if redelivered {
+            s.push_str("\"redelivered\":true,");
+        }
+        s.push_str(&self.tail);
+        s
+    }
+}
+
+/// An unsequenced event sent to one connection (welcome, status).
+pub(crate) fn unsequenced_event(channel: &str, action: &str, data: &Value) -> String {
+    json!({"type": "event", "timestamp": timestamp_now(), "channel": channel, "action": action, "data": data}).to_string()
+}
+
+struct Unacked {
+    body: Arc<EventBody>,
+    retries: u32,
+}
+
+#[derive(Default)]
+struct SessionState {
+    /// channel → action filter (`None`: every action).
+    subscriptions: BTreeMap<String, Option<BTreeSet<String>>>,
+    next_seq: u64,
+    /// The last ReplayBufferEvents events of this session, oldest first.
+    ring: VecDeque<(u64, Arc<EventBody>)>,
+    /// Reliable events not yet acknowledged, by seq.
+    outbox: BTreeMap<u64, Unacked>,
+    attached: Option<Arc<ConnectionShared>>,
+    detached_at: Option<Instant>,
+    /// Reliable events were dropped because the outbox was full: resume reports a gap.
+    outbox_overflowed: bool,
+}
+
+impl SessionState {
+    fn wants(&self, channel: &str, action: &str) -> bool {
+        match self.subscriptions.get(channel) {
+            Some(None) => true,
+            Some(Some(actions)) => actions.contains(action),
+            None => false,
+        }
+    }
+
+    fn subscription_set(&self) -> Value {
+        let channels: Vec<Value> = self
+            .subscriptions
+            .iter()
+            .map(|(c, a)| match a {
+                None => json!({"channel": c}),
+                Some(actions) => json!({"channel": c, "actions": actions}),
+            })
+            .collect();
+        json!({"subscriptions": channels})
+    }
+}
+
+/// A client's session: its subscriptions and what it has not received or acknowledged yet.
+pub(crate) struct Session {
+    pub id: String,
+    pub identity: Identity,
+    state: Mutex<SessionState>,
+}
+
+impl Session {
+    /// Whether the client subscribed to anything.
+    pub(crate) fn has_subscriptions(&self) -> bool {
+        !self.state.lock().subscriptions.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).field("identity", &self.identity.name).finish()
+    }
+}
+
+/// What a redelivery timer found.
+pub(crate) enum Redelivery {
+    /// Acknowledged meanwhile: nothing to do.
+    Acked,
+    /// Send this again (with `redelivered`).
+    Resend(String),
+    /// MaxRetries reached: close the client with 1008.
+    GiveUp,
+}
+
+/// What `system/resume` did.
+pub(crate) struct Resumed {
+    pub session: Arc<Session>,
+    pub response: Value,
+    /// Events to send now, in seq order (empty after a gap).
+    pub replay: Vec<(u64, Arc<EventBody>)>,
+}
+
+/// Counters reported in status and info.
+#[derive(Debug, Default)]
+pub(crate) struct EventMetrics {
+    pub published: AtomicU64,
+    pub queued: AtomicU64,
+    pub delivered: AtomicU64,
+    pub redelivered: AtomicU64,
+    pub dropped: AtomicU64,
+    pub slow_client_closes: AtomicU64,
+}
+
+/// Sessions, the subscription index, and the publish path.
+#[derive(Default)]
+pub(crate) struct EventBus {
+    publish_order: Mutex<()>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    by_channel: RwLock<HashMap<String, Vec<Arc<Session>>>>,
+    next_event: AtomicU64,
+    pub metrics: EventMetrics,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus").field("sessions", &self.sessions.lock().len()).finish()
+    }
+}
+
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    // getrandom(2) never fails for 16 bytes once the pool is initialised; fall back on the
+    // time and a hash if it somehow does, so that ids stay unguessable enough and unique.
+    // SAFETY: writes at most 16 bytes into a valid buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        use std::hash::{BuildHasher, RandomState};
+        let h = RandomState::new().hash_one(Instant::now()).to_le_bytes();
+        bytes[..8].copy_from_slice(&h);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl EventBus {
+    /// A new session for `identity`, attached to `conn`.
+    pub(crate) fn create_session(&self, identity: Identity, conn: &Arc<ConnectionShared>) -> Arc<Session> {
+        let state = SessionState { next_seq: 1, attached: Some(conn.clone()), ..Default::default() };
+        let session = Arc::new(Session { id: new_session_id(), identity, state: Mutex::new(state) });
+        self.sessions.lock().insert(session.id.clone(), session.clone());
+        session
+    }
+
+    /// The connection ended: the session waits SessionResumeSeconds for a resume.
+    pub(crate) fn detach(&self, session: &Session, conn_id: u64) {
+        let mut st = session.state.lock();
+        if st.attached.as_ref().is_some_and(|c| c.id == conn_id) {
+            st.attached = None;
+            st.detached_at = Some(Instant::now());
+        }
+    }
+
+    /// Adds channels (with an optional action filter); returns the full subscription set.
+    pub(crate) fn subscribe(&self, session: &Arc<Session>, data: &Value) -> Result<Value, WireError> {
+        let (channels, actions) = parse_subscription(data)?;
+        let mut st = session.state.lock();
+        let mut index = self.by_channel.write();
+        for c in channels {
+            let entry = st.subscriptions.entry(c.clone()).or_insert_with(|| Some(BTreeSet::new()));
+            match (&actions, entry.as_mut()) {
+                (None, _) => *entry = None,
+                (Some(new), Some(existing)) => existing.extend(new.iter().cloned()),
+                (Some(_), None) => {} // already every action
+            }
+            let subscribers = index.entry(c).or_default();
+            if !subscribers.iter().any(|s| Arc::ptr_eq(s, session)) {
+                subscribers.push(session.clone());
+            }
+        }
+        Ok(st.subscription_set())
+    }
+
+    /// Removes channels (or only some actions of them); returns the full subscription set.
+    pub(crate) fn unsubscribe(&self, session: &Arc<Session>, data: &Value) -> Result<Value, WireError> {
+        let (channels, actions) = parse_subscription(data)?;
+        let mut st = session.state.lock();
+        let mut index = self.by_channel.write();
+        for c in channels {
+            let remove = match (&actions, st.subscriptions.get_mut(&c)) {
+                (Some(gone), Some(Some(existing))) => {
+                    existing.retain(|a| !gone.contains(a));
+                    existing.is_empty()
+                }
+                (Some(_), Some(None)) => false, // "every action" has no list to remove from
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if remove {
+                st.subscriptions.remove(&c);
+                remove_from_index(&mut index, &c, session);
+            }
+        }
+        Ok(st.subscription_set())
+    }
+
+    /// Fans `event` out to every subscriber; returns how many sessions got it.
+    pub(crate) fn publish(&self, config: &Config, event: Event) -> Result<usize, WireError> {
+        if !is_valid_name(&event.channel) || !is_valid_name(&event.action) {
+            return Err(WireError::new(ErrorCode::InvalidMessage, "event channel and action must match [a-z0-9_.-]{1,64}"));
+        }
+        let n = self.next_event.fetch_add(1, Ordering::Relaxed) + 1;
+        let reliable = event.reliable || config.delivery.reliable_channels.iter().any(|c| *c == event.channel);
+        let id = format!("ev-{n}");
+        let full = json!({"id": id, "timestamp": timestamp_now(), "channel": event.channel, "action": event.action, "data": event.data})
+            .to_string();
+        let tail = full[1..].to_string();
+        let body = Arc::new(EventBody { id, reliable, priority: event.priority, tail });
+        let ring_cap = config.delivery.replay_buffer_events;
+        let _order = self.publish_order.lock();
+        let subscribers = self.by_channel.read().get(&event.channel).cloned().unwrap_or_default();
+        let mut count = 0;
+        for session in subscribers {
+            let mut st = session.state.lock();
+            if !st.wants(&event.channel, &event.action) {
+                continue;
+            }
+            count += 1;
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            if st.ring.len() == ring_cap {
+                st.ring.pop_front();
+            }
+            st.ring.push_back((seq, body.clone()));
+            if reliable {
+                if st.outbox.len() >= ring_cap {
+                    st.outbox_overflowed = true;
+                    self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                    log::error!("session {}: {} reliable events unacknowledged; dropping the oldest", session.id, ring_cap);
+                    st.outbox.pop_first();
+                }
+                st.outbox.insert(seq, Unacked { body: body.clone(), retries: 0 });
+            }
+            if let Some(conn) = st.attached.clone() {
+                if conn.push(Outbound::Event { seq, body: body.clone() }, config.outbound_queue_limit).is_ok() {
+                    self.metrics.queued.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // Slow client: close it; its session keeps everything for a resume.
+                    st.attached = None;
+                    st.detached_at = Some(Instant::now());
+                    self.metrics.slow_client_closes.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("conn {} {}: more than {} messages queued; closing it (1013), session {} stays resumable",
+                        conn.id, conn.peer, config.outbound_queue_limit, session.id);
+                    let _ = conn.push(Outbound::Close { code: 1013, reason: "too slow: resume the session" }, usize::MAX);
+                }
+            }
+        }
+        self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// Removes an acknowledged reliable event (by event id or seq); false if unknown.
+    pub(crate) fn ack(&self, session: &Session, id: Option<&str>, seq: Option<u64>) -> bool {
+        let mut st = session.state.lock();
+        let seq = seq.or_else(|| st.outbox.iter().find(|(_, u)| Some(u.body.id.as_str()) == id).map(|(s, _)| *s));
+        seq.is_some_and(|s| st.outbox.remove(&s).is_some())
+    }
+
+    /// A redelivery timer for `seq` fired.
+    pub(crate) fn redeliver(&self, session: &Session, seq: u64, max_retries: u32) -> Redelivery {
+        let mut st = session.state.lock();
+        match st.outbox.get_mut(&seq) {
+            None => Redelivery::Acked,
+            Some(u) if u.retries >= max_retries => Redelivery::GiveUp,
+            Some(u) => {
+                u.retries += 1;
+                self.metrics.redelivered.fetch_add(1, Ordering::Relaxed);
+                Redelivery::Resend(u.body.text(seq, true))
+            }
+        }
+    }
+
+    /// `system/resume`: moves `conn` onto session `session_id` if it belongs to `identity`,
+    /// replacing `current`. Events after `last_seq` are returned for replay, unless some of
+    /// them are no longer buffered (a gap).
+    pub(crate) fn resume(
+        &self,
+        current: &Arc<Session>,
+        conn: &Arc<ConnectionShared>,
+        data: &Value,
+    ) -> Result<Resumed, WireError> {
+        let (Some(session_id), Some(last_seq)) =
+            (data.get("session_id").and_then(Value::as_str), data.get("last_seq").and_then(Value::as_u64))
+        else {
+            return Err(WireError::new(ErrorCode::InvalidMessage, "system/resume needs {\"session_id\": string, \"last_seq\": number}"));
+        };
+        let Some(session) = self.sessions.lock().get(session_id).cloned() else {
+            return Err(WireError::new(ErrorCode::InvalidMessage, "no such session (expired, or the server restarted): subscribe again")
+                .with_details(json!({"session_id": session_id})));
+        };
+        if session.identity != current.identity {
+            return Err(WireError::new(ErrorCode::Forbidden, "that session belongs to another identity"));
+        }
+        if Arc::ptr_eq(&session, current) {
+            return Err(WireError::new(ErrorCode::InvalidMessage, "this connection already has that session"));
+        }
+        let mut st = session.state.lock();
+        if let Some(old) = st.attached.take()
+            && old.id != conn.id
+        {
+            let _ = old.push(Outbound::Close { code: 1008, reason: "session resumed on another connection" }, usize::MAX);
+        }
+        st.attached = Some(conn.clone());
+        st.detached_at = None;
+        // Everything up to last_seq reached the client; reliable events among them count as acked.
+        st.outbox.retain(|s, _| *s > last_seq);
+        let oldest_kept = st.ring.front().map_or(st.next_seq, |(s, _)| *s);
+        let gap = st.outbox_overflowed || (last_seq + 1 < oldest_kept && last_seq + 1 < st.next_seq);
+        st.outbox_overflowed = false;
+        let replay: Vec<(u64, Arc<EventBody>)> =
+            if gap { Vec::new() } else { st.ring.iter().filter(|(s, _)| *s > last_seq).cloned().collect() };
+        let mut response = st.subscription_set();
+        response["session_id"] = json!(session.id);
+        response["connection_id"] = json!(conn.id);
+        response["next_seq"] = json!(st.next_seq);
+        if gap {
+            response["resumed"] = json!(false);
+            response["reason"] = json!("gap");
+        } else {
+            response["resumed"] = json!(true);
+            response["replayed"] = json!(replay.len());
+        }
+        drop(st);
+        self.drop_session(current);
+        Ok(Resumed { session, response, replay })
+    }
+
+    fn drop_session(&self, session: &Arc<Session>) {
+        self.sessions.lock().remove(&session.id);
+        let channels: Vec<String> = session.state.lock().subscriptions.keys().cloned().collect();
+        let mut index = self.by_channel.write();
+        for c in channels {
+            remove_from_index(&mut index, &c, session);
+        }
+    }
+
+    /// Removes sessions detached longer than `resume`; returns when the next one expires.
+    pub(crate) fn expire(&self, resume: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for s in self.sessions.lock().values() {
+            if let Some(t) = s.state.lock().detached_at {
+                if now >= t + resume {
+                    expired.push(s.clone());
+                } else {
+                    next = Some(next.map_or(t + resume, |n| n.min(t + resume)));
+                }
+            }
+        }
+        for s in &expired {
+            log::debug!("session {} ({}) expired", s.id, s.identity.name);
+            self.drop_session(s);
+        }
+        next
+    }
+
+    /// Connections whose session subscribes to `system/status`.
+    pub(crate) fn status_subscribers(&self) -> Vec<Arc<ConnectionShared>> {
+        let subscribers = self.by_channel.read().get("system").cloned().unwrap_or_default();
+        subscribers
+            .iter()
+            .filter_map(|s| {
+                let st = s.state.lock();
+                if st.wants("system", "status") { st.attached.clone() } else { None }
+            })
+            .collect()
+    }
+
+    /// Figures for status: sessions (attached, detached), subscriptions, unacked events.
+    pub(crate) fn figures(&self) -> Value {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let (mut attached, mut subscriptions, mut unacked, mut buffered) = (0, 0, 0, 0);
+        for s in &sessions {
+            let st = s.state.lock();
+            attached += usize::from(st.attached.is_some());
+            subscriptions += st.subscriptions.len();
+            unacked += st.outbox.len();
+            buffered += st.ring.len();
+        }
+        let m = &self.metrics;
+        json!({
+            "sessions": sessions.len(), "sessions_attached": attached, "sessions_detached": sessions.len() - attached,
+            "subscriptions": subscriptions, "unacked_events": unacked, "replay_buffered_events": buffered,
+            "events_published": m.published.load(Ordering::Relaxed),
+            "events_queued": m.queued.load(Ordering::Relaxed),
+            "events_delivered": m.delivered.load(Ordering::Relaxed),
+            "events_redelivered": m.redelivered.load(Ordering::Relaxed),
+            "events_dropped": m.dropped.load(Ordering::Relaxed),
+            "slow_client_closes": m.slow_client_closes.load(Ordering::Relaxed),
+        })
+    }
+}
+
+fn remove_from_index(index: &mut HashMap<String, Vec<Arc<Session>>>, channel: &str, session: &Arc<Session>) {
+    if let Some(list) = index.get_mut(channel) {
+        list.retain(|s| !Arc::ptr_eq(s, session));
+        if list.is_empty() {
+            index.remove(channel);
+        }
+    }
+}
+
+type SubscriptionRequest = (Vec<String>, Option<BTreeSet<String>>);
+
+fn parse_subscription(data: &Value) -> Result<SubscriptionRequest, WireError> {
+    let names = |key: &str| -> Result<Option<Vec<String>>, WireError> {
+        match data.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v.as_str() {
+                    Some(s) if is_valid_name(s) => Ok(s.to_string()),
+                    _ => Err(WireError::new(ErrorCode::InvalidMessage, format!("{key} must be names matching [a-z0-9_.-]{{1,64}}"))
+                        .with_details(json!({"field": key}))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(WireError::new(ErrorCode::InvalidMessage, format!("{key} must be an array")).with_details(json!({"field": key}))),
+        }
+    };
+    let channels = names("channels")?.filter(|c| !c.is_empty()).ok_or_else(|| {
+        WireError::new(ErrorCode::InvalidMessage, "needs {\"channels\": [names], \"actions\": [names]?}").with_details(json!({"field": "channels"}))
+    })?;
+    let actions = names("actions")?.map(|a| a.into_iter().collect());
+    Ok((channels, actions))
+}
+
+/// Publishes events from application code (a controller embedding the server). Cheap to
+/// clone; usable from any thread. Publishing never blocks on clients.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    pub(crate) ctx: Arc<ServerContext>,
+}
+
+impl Publisher {
+    /// Publishes an unreliable, normal-priority event; returns how many subscribers got it.
+    pub fn publish(&self, channel: &str, action: &str, data: Value) -> Result<usize, WireError> {
+        self.publish_event(Event::new(channel, action, data))
+    }
+
+    /// Publishes `event`; returns how many subscribers got it. Errors: `invalid_message` for
+    /// a bad channel or action name, `shutting_down` once shutdown began.
+    pub fn publish_event(&self, event: Event) -> Result<usize, WireError> {
+        if self.ctx.shutdown.is_requested() {
+            return Err(WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"));
+        }
+        self.ctx.events.publish(&self.ctx.config, event)
+    }
+}
