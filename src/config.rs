@@ -233,7 +233,13 @@ impl Config {
                 }
             }
         }
-        for ignored in ["CertificatePath", "KeyPath", "Jwt", "SessionTokens", "RateLimit"] {
+        for ignored in [
+            "CertificatePath",
+            "KeyPath",
+            "Jwt",
+            "SessionTokens",
+            "RateLimit",
+        ] {
             if let Some(v) = s.take(ignored)
                 && !v.is_null()
             {
@@ -441,11 +447,16 @@ fn parse_delivery(v: &Value, report: &mut LoadReport) -> Result<DeliveryConfig, 
     }
     if let Some(v) = s.take("ReliableChannels") {
         let Value::Array(items) = v else {
-            return Err(Error::config("WebSocketServer.Delivery.ReliableChannels", "must be an array of channel names"));
+            return Err(Error::config(
+                "WebSocketServer.Delivery.ReliableChannels",
+                "must be an array of channel names",
+            ));
         };
         for item in items {
             match item {
-                Value::String(c) if crate::message::is_valid_name(&c) => d.reliable_channels.push(c),
+                Value::String(c) if crate::message::is_valid_name(&c) => {
+                    d.reliable_channels.push(c)
+                }
                 other => {
                     return Err(Error::config(
                         "WebSocketServer.Delivery.ReliableChannels",

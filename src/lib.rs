@@ -55,8 +55,8 @@ mod wake;
 pub use config::Config;
 pub use error::Error;
 pub use message::{Command, ErrorCode, WireError};
-pub use server::{Event, Priority, Publisher};
 pub use server::{
     ApiKey, HandlerResult, Identity, Request, Role, Secret, Server, ServerHandle, ShutdownReport,
     StuckThread,
 };
+pub use server::{Event, Priority, Publisher};

@@ -41,7 +41,14 @@ fn python_websockets_client_round_trip_and_shutdown_close() {
     }
     assert_eq!(
         seen,
-        ["PING ok", "STATUS ok", "BADJSON ok", "LATEAUTH ok", "READY"]
+        [
+            "WELCOME ok",
+            "PING ok",
+            "STATUS ok",
+            "BADJSON ok",
+            "LATEAUTH ok",
+            "READY"
+        ]
     );
     let report = server.shutdown();
     let close = lines.next().expect("a CLOSE line").unwrap();

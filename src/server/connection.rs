@@ -21,8 +21,8 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 use crate::message::{self, Command, ErrorCode, Incoming, ReplyTo, WireError};
 use crate::server::auth::{Credential, Identity, Role};
 use crate::server::context::{ConnState, ConnectionShared, Metrics, Outbound, ServerContext};
-use crate::server::events::{self, EventBody, Redelivery, Session};
 use crate::server::dispatch::Dispatcher;
+use crate::server::events::{self, EventBody, Redelivery, Session};
 use crate::server::handshake::{self, ClientStream, Outcome};
 use crate::server::threads::{ThreadRegistry, ThreadRole};
 use crate::server::{status, system_channel};
@@ -257,7 +257,10 @@ impl Connection {
         if let Some(old) = self.session.take() {
             self.ctx.events.detach(&old, self.shared.id);
         }
-        let session = self.ctx.events.create_session(identity.clone(), &self.shared);
+        let session = self
+            .ctx
+            .events
+            .create_session(identity.clone(), &self.shared);
         let id = session.id.clone();
         self.session = Some(session);
         id
@@ -469,7 +472,10 @@ impl Connection {
             if cmd.action == "resume" {
                 return self.resume(cmd);
             }
-            let session = self.session.clone().expect("authenticated connections have a session");
+            let session = self
+                .session
+                .clone()
+                .expect("authenticated connections have a session");
             let result = system_channel::handle(&self.ctx, &self.shared, &identity, &session, &cmd);
             return self.send(match result {
                 Ok(data) => message::response_ok(&to, &data),
@@ -545,7 +551,10 @@ impl Connection {
     /// `system/resume`: take over a detached session and replay what the client missed.
     fn resume(&mut self, cmd: Command) {
         let to = ReplyTo::from(&cmd);
-        let current = self.session.clone().expect("authenticated connections have a session");
+        let current = self
+            .session
+            .clone()
+            .expect("authenticated connections have a session");
         match self.ctx.events.resume(&current, &self.shared, &cmd.data) {
             Err(err) => self.send(message::response_error(&to, &err)),
             Ok(resumed) => {
@@ -570,7 +579,11 @@ impl Connection {
     /// Writes one event of the session and arms its redelivery timer when reliable.
     fn send_event(&mut self, seq: u64, body: &EventBody, redelivered: bool) {
         self.send(body.text(seq, redelivered));
-        self.ctx.events.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .events
+            .metrics
+            .delivered
+            .fetch_add(1, Ordering::Relaxed);
         if body.reliable {
             let due = wake::after(self.ctx.config.delivery.ack_timeout);
             self.ack_timers.push_back((due, seq));
@@ -720,7 +733,11 @@ impl Connection {
             let Some(session) = self.session.clone() else {
                 break;
             };
-            match self.ctx.events.redeliver(&session, seq, config.delivery.max_retries) {
+            match self
+                .ctx
+                .events
+                .redeliver(&session, seq, config.delivery.max_retries)
+            {
                 Redelivery::Acked => {}
                 Redelivery::Resend(text) => {
                     self.send(text);

@@ -63,7 +63,13 @@ pub struct Event {
 impl Event {
     /// A normal-priority, unreliable event.
     pub fn new(channel: &str, action: &str, data: Value) -> Self {
-        Event { channel: channel.into(), action: action.into(), data, reliable: false, priority: Priority::Normal }
+        Event {
+            channel: channel.into(),
+            action: action.into(),
+            data,
+            reliable: false,
+            priority: Priority::Normal,
+        }
     }
 
     /// The same event, to be acknowledged by every subscriber.
@@ -170,7 +176,10 @@ impl Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("id", &self.id).field("identity", &self.identity.name).finish()
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("identity", &self.identity.name)
+            .finish()
     }
 }
 
@@ -215,7 +224,9 @@ pub(crate) struct EventBus {
 
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventBus").field("sessions", &self.sessions.lock().len()).finish()
+        f.debug_struct("EventBus")
+            .field("sessions", &self.sessions.lock().len())
+            .finish()
     }
 }
 
@@ -235,10 +246,24 @@ fn new_session_id() -> String {
 
 impl EventBus {
     /// A new session for `identity`, attached to `conn`.
-    pub(crate) fn create_session(&self, identity: Identity, conn: &Arc<ConnectionShared>) -> Arc<Session> {
-        let state = SessionState { next_seq: 1, attached: Some(conn.clone()), ..Default::default() };
-        let session = Arc::new(Session { id: new_session_id(), identity, state: Mutex::new(state) });
-        self.sessions.lock().insert(session.id.clone(), session.clone());
+    pub(crate) fn create_session(
+        &self,
+        identity: Identity,
+        conn: &Arc<ConnectionShared>,
+    ) -> Arc<Session> {
+        let state = SessionState {
+            next_seq: 1,
+            attached: Some(conn.clone()),
+            ..Default::default()
+        };
+        let session = Arc::new(Session {
+            id: new_session_id(),
+            identity,
+            state: Mutex::new(state),
+        });
+        self.sessions
+            .lock()
+            .insert(session.id.clone(), session.clone());
         session
     }
 
@@ -252,12 +277,19 @@ impl EventBus {
     }
 
     /// Adds channels (with an optional action filter); returns the full subscription set.
-    pub(crate) fn subscribe(&self, session: &Arc<Session>, data: &Value) -> Result<Value, WireError> {
+    pub(crate) fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        data: &Value,
+    ) -> Result<Value, WireError> {
         let (channels, actions) = parse_subscription(data)?;
         let mut st = session.state.lock();
         let mut index = self.by_channel.write();
         for c in channels {
-            let entry = st.subscriptions.entry(c.clone()).or_insert_with(|| Some(BTreeSet::new()));
+            let entry = st
+                .subscriptions
+                .entry(c.clone())
+                .or_insert_with(|| Some(BTreeSet::new()));
             match (&actions, entry.as_mut()) {
                 (None, _) => *entry = None,
                 (Some(new), Some(existing)) => existing.extend(new.iter().cloned()),
@@ -272,7 +304,11 @@ impl EventBus {
     }
 
     /// Removes channels (or only some actions of them); returns the full subscription set.
-    pub(crate) fn unsubscribe(&self, session: &Arc<Session>, data: &Value) -> Result<Value, WireError> {
+    pub(crate) fn unsubscribe(
+        &self,
+        session: &Arc<Session>,
+        data: &Value,
+    ) -> Result<Value, WireError> {
         let (channels, actions) = parse_subscription(data)?;
         let mut st = session.state.lock();
         let mut index = self.by_channel.write();
@@ -297,18 +333,36 @@ impl EventBus {
     /// Fans `event` out to every subscriber; returns how many sessions got it.
     pub(crate) fn publish(&self, config: &Config, event: Event) -> Result<usize, WireError> {
         if !is_valid_name(&event.channel) || !is_valid_name(&event.action) {
-            return Err(WireError::new(ErrorCode::InvalidMessage, "event channel and action must match [a-z0-9_.-]{1,64}"));
+            return Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                "event channel and action must match [a-z0-9_.-]{1,64}",
+            ));
         }
         let n = self.next_event.fetch_add(1, Ordering::Relaxed) + 1;
-        let reliable = event.reliable || config.delivery.reliable_channels.iter().any(|c| *c == event.channel);
+        let reliable = event.reliable
+            || config
+                .delivery
+                .reliable_channels
+                .iter()
+                .any(|c| *c == event.channel);
         let id = format!("ev-{n}");
         let full = json!({"id": id, "timestamp": timestamp_now(), "channel": event.channel, "action": event.action, "data": event.data})
             .to_string();
         let tail = full[1..].to_string();
-        let body = Arc::new(EventBody { id, reliable, priority: event.priority, tail });
+        let body = Arc::new(EventBody {
+            id,
+            reliable,
+            priority: event.priority,
+            tail,
+        });
         let ring_cap = config.delivery.replay_buffer_events;
         let _order = self.publish_order.lock();
-        let subscribers = self.by_channel.read().get(&event.channel).cloned().unwrap_or_default();
+        let subscribers = self
+            .by_channel
+            .read()
+            .get(&event.channel)
+            .cloned()
+            .unwrap_or_default();
         let mut count = 0;
         for session in subscribers {
             let mut st = session.state.lock();
@@ -326,22 +380,54 @@ impl EventBus {
                 if st.outbox.len() >= ring_cap {
                     st.outbox_overflowed = true;
                     self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-                    log::error!("session {}: {} reliable events unacknowledged; dropping the oldest", session.id, ring_cap);
+                    log::error!(
+                        "session {}: {} reliable events unacknowledged; dropping the oldest",
+                        session.id,
+                        ring_cap
+                    );
                     st.outbox.pop_first();
                 }
-                st.outbox.insert(seq, Unacked { body: body.clone(), retries: 0 });
+                st.outbox.insert(
+                    seq,
+                    Unacked {
+                        body: body.clone(),
+                        retries: 0,
+                    },
+                );
             }
             if let Some(conn) = st.attached.clone() {
-                if conn.push(Outbound::Event { seq, body: body.clone() }, config.outbound_queue_limit).is_ok() {
+                if conn
+                    .push(
+                        Outbound::Event {
+                            seq,
+                            body: body.clone(),
+                        },
+                        config.outbound_queue_limit,
+                    )
+                    .is_ok()
+                {
                     self.metrics.queued.fetch_add(1, Ordering::Relaxed);
                 } else {
                     // Slow client: close it; its session keeps everything for a resume.
                     st.attached = None;
                     st.detached_at = Some(Instant::now());
-                    self.metrics.slow_client_closes.fetch_add(1, Ordering::Relaxed);
-                    log::warn!("conn {} {}: more than {} messages queued; closing it (1013), session {} stays resumable",
-                        conn.id, conn.peer, config.outbound_queue_limit, session.id);
-                    let _ = conn.push(Outbound::Close { code: 1013, reason: "too slow: resume the session" }, usize::MAX);
+                    self.metrics
+                        .slow_client_closes
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::warn!(
+                        "conn {} {}: more than {} messages queued; closing it (1013), session {} stays resumable",
+                        conn.id,
+                        conn.peer,
+                        config.outbound_queue_limit,
+                        session.id
+                    );
+                    let _ = conn.push(
+                        Outbound::Close {
+                            code: 1013,
+                            reason: "too slow: resume the session",
+                        },
+                        usize::MAX,
+                    );
                 }
             }
         }
@@ -352,7 +438,12 @@ impl EventBus {
     /// Removes an acknowledged reliable event (by event id or seq); false if unknown.
     pub(crate) fn ack(&self, session: &Session, id: Option<&str>, seq: Option<u64>) -> bool {
         let mut st = session.state.lock();
-        let seq = seq.or_else(|| st.outbox.iter().find(|(_, u)| Some(u.body.id.as_str()) == id).map(|(s, _)| *s));
+        let seq = seq.or_else(|| {
+            st.outbox
+                .iter()
+                .find(|(_, u)| Some(u.body.id.as_str()) == id)
+                .map(|(s, _)| *s)
+        });
         seq.is_some_and(|s| st.outbox.remove(&s).is_some())
     }
 
@@ -379,36 +470,63 @@ impl EventBus {
         conn: &Arc<ConnectionShared>,
         data: &Value,
     ) -> Result<Resumed, WireError> {
-        let (Some(session_id), Some(last_seq)) =
-            (data.get("session_id").and_then(Value::as_str), data.get("last_seq").and_then(Value::as_u64))
-        else {
-            return Err(WireError::new(ErrorCode::InvalidMessage, "system/resume needs {\"session_id\": string, \"last_seq\": number}"));
+        let (Some(session_id), Some(last_seq)) = (
+            data.get("session_id").and_then(Value::as_str),
+            data.get("last_seq").and_then(Value::as_u64),
+        ) else {
+            return Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                "system/resume needs {\"session_id\": string, \"last_seq\": number}",
+            ));
         };
         let Some(session) = self.sessions.lock().get(session_id).cloned() else {
-            return Err(WireError::new(ErrorCode::InvalidMessage, "no such session (expired, or the server restarted): subscribe again")
-                .with_details(json!({"session_id": session_id})));
+            return Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                "no such session (expired, or the server restarted): subscribe again",
+            )
+            .with_details(json!({"session_id": session_id})));
         };
         if session.identity != current.identity {
-            return Err(WireError::new(ErrorCode::Forbidden, "that session belongs to another identity"));
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                "that session belongs to another identity",
+            ));
         }
         if Arc::ptr_eq(&session, current) {
-            return Err(WireError::new(ErrorCode::InvalidMessage, "this connection already has that session"));
+            return Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                "this connection already has that session",
+            ));
         }
         let mut st = session.state.lock();
         if let Some(old) = st.attached.take()
             && old.id != conn.id
         {
-            let _ = old.push(Outbound::Close { code: 1008, reason: "session resumed on another connection" }, usize::MAX);
+            let _ = old.push(
+                Outbound::Close {
+                    code: 1008,
+                    reason: "session resumed on another connection",
+                },
+                usize::MAX,
+            );
         }
         st.attached = Some(conn.clone());
         st.detached_at = None;
         // Everything up to last_seq reached the client; reliable events among them count as acked.
         st.outbox.retain(|s, _| *s > last_seq);
         let oldest_kept = st.ring.front().map_or(st.next_seq, |(s, _)| *s);
-        let gap = st.outbox_overflowed || (last_seq + 1 < oldest_kept && last_seq + 1 < st.next_seq);
+        let gap =
+            st.outbox_overflowed || (last_seq + 1 < oldest_kept && last_seq + 1 < st.next_seq);
         st.outbox_overflowed = false;
-        let replay: Vec<(u64, Arc<EventBody>)> =
-            if gap { Vec::new() } else { st.ring.iter().filter(|(s, _)| *s > last_seq).cloned().collect() };
+        let replay: Vec<(u64, Arc<EventBody>)> = if gap {
+            Vec::new()
+        } else {
+            st.ring
+                .iter()
+                .filter(|(s, _)| *s > last_seq)
+                .cloned()
+                .collect()
+        };
         let mut response = st.subscription_set();
         response["session_id"] = json!(session.id);
         response["connection_id"] = json!(conn.id);
@@ -422,7 +540,11 @@ impl EventBus {
         }
         drop(st);
         self.drop_session(current);
-        Ok(Resumed { session, response, replay })
+        Ok(Resumed {
+            session,
+            response,
+            replay,
+        })
     }
 
     fn drop_session(&self, session: &Arc<Session>) {
@@ -457,12 +579,21 @@ impl EventBus {
 
     /// Connections whose session subscribes to `system/status`.
     pub(crate) fn status_subscribers(&self) -> Vec<Arc<ConnectionShared>> {
-        let subscribers = self.by_channel.read().get("system").cloned().unwrap_or_default();
+        let subscribers = self
+            .by_channel
+            .read()
+            .get("system")
+            .cloned()
+            .unwrap_or_default();
         subscribers
             .iter()
             .filter_map(|s| {
                 let st = s.state.lock();
-                if st.wants("system", "status") { st.attached.clone() } else { None }
+                if st.wants("system", "status") {
+                    st.attached.clone()
+                } else {
+                    None
+                }
             })
             .collect()
     }
@@ -492,7 +623,11 @@ impl EventBus {
     }
 }
 
-fn remove_from_index(index: &mut HashMap<String, Vec<Arc<Session>>>, channel: &str, session: &Arc<Session>) {
+fn remove_from_index(
+    index: &mut HashMap<String, Vec<Arc<Session>>>,
+    channel: &str,
+    session: &Arc<Session>,
+) {
     if let Some(list) = index.get_mut(channel) {
         list.retain(|s| !Arc::ptr_eq(s, session));
         if list.is_empty() {
@@ -511,17 +646,30 @@ fn parse_subscription(data: &Value) -> Result<SubscriptionRequest, WireError> {
                 .iter()
                 .map(|v| match v.as_str() {
                     Some(s) if is_valid_name(s) => Ok(s.to_string()),
-                    _ => Err(WireError::new(ErrorCode::InvalidMessage, format!("{key} must be names matching [a-z0-9_.-]{{1,64}}"))
-                        .with_details(json!({"field": key}))),
+                    _ => Err(WireError::new(
+                        ErrorCode::InvalidMessage,
+                        format!("{key} must be names matching [a-z0-9_.-]{{1,64}}"),
+                    )
+                    .with_details(json!({"field": key}))),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(_) => Err(WireError::new(ErrorCode::InvalidMessage, format!("{key} must be an array")).with_details(json!({"field": key}))),
+            Some(_) => Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                format!("{key} must be an array"),
+            )
+            .with_details(json!({"field": key}))),
         }
     };
-    let channels = names("channels")?.filter(|c| !c.is_empty()).ok_or_else(|| {
-        WireError::new(ErrorCode::InvalidMessage, "needs {\"channels\": [names], \"actions\": [names]?}").with_details(json!({"field": "channels"}))
-    })?;
+    let channels = names("channels")?
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            WireError::new(
+                ErrorCode::InvalidMessage,
+                "needs {\"channels\": [names], \"actions\": [names]?}",
+            )
+            .with_details(json!({"field": "channels"}))
+        })?;
     let actions = names("actions")?.map(|a| a.into_iter().collect());
     Ok((channels, actions))
 }
@@ -543,7 +691,10 @@ impl Publisher {
     /// a bad channel or action name, `shutting_down` once shutdown began.
     pub fn publish_event(&self, event: Event) -> Result<usize, WireError> {
         if self.ctx.shutdown.is_requested() {
-            return Err(WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"));
+            return Err(WireError::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
         }
         self.ctx.events.publish(&self.ctx.config, event)
     }

@@ -75,9 +75,14 @@ impl Server {
         )
         .map_err(|e| Error::io("starting the accept thread", e))?;
         let status_ctx = ctx.clone();
-        ThreadRegistry::spawn(&ctx, ThreadRole::Status, "hws-status".into(), STATUS_STACK, None, move |tag| {
-            status::status_loop(status_ctx, tag)
-        })
+        ThreadRegistry::spawn(
+            &ctx,
+            ThreadRole::Status,
+            "hws-status".into(),
+            STATUS_STACK,
+            None,
+            move |tag| status::status_loop(status_ctx, tag),
+        )
         .map_err(|e| Error::io("starting the status thread", e))?;
         Ok(handle)
     }
@@ -134,7 +139,9 @@ impl ServerHandle {
 
     /// A handle to publish events to subscribers (SPEC §9); clone it into controller threads.
     pub fn publisher(&self) -> Publisher {
-        Publisher { ctx: self.ctx.clone() }
+        Publisher {
+            ctx: self.ctx.clone(),
+        }
     }
 
     /// The status object of SPEC §8 (what `system/status` answers).

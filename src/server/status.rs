@@ -200,9 +200,11 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
     while !ctx.shutdown.is_requested() {
         tag.set(Activity::Waiting, ctx.uptime_ms());
         // Sessions detach at any time; look at least once per resume window.
-        let sweep = next_expiry.unwrap_or_else(|| Instant::now() + resume.max(Duration::from_secs(1)));
+        let sweep =
+            next_expiry.unwrap_or_else(|| Instant::now() + resume.max(Duration::from_secs(1)));
         let wake_at = next_status.map_or(sweep, |s| s.min(sweep));
-        ctx.shutdown.wait_until(wake_at, false, || ctx.shutdown.is_requested());
+        ctx.shutdown
+            .wait_until(wake_at, false, || ctx.shutdown.is_requested());
         if ctx.shutdown.is_requested() {
             break;
         }
@@ -213,7 +215,8 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
         {
             let subscribers = ctx.events.status_subscribers();
             if !subscribers.is_empty() {
-                let text: Arc<str> = unsequenced_event("system", "status", &status_object(&ctx)).into();
+                let text: Arc<str> =
+                    unsequenced_event("system", "status", &status_object(&ctx)).into();
                 for conn in subscribers {
                     conn.offer_status(text.clone());
                 }

@@ -121,12 +121,19 @@ fn publish(ctx: &ServerContext, data: &Value) -> Result<Value, WireError> {
     let priority = match field("priority") {
         None => Priority::Normal,
         Some(p) => Priority::from_name(p).ok_or_else(|| {
-            WireError::new(ErrorCode::InvalidMessage, "priority must be high, normal or low")
-                .with_details(json!({"field": "priority"}))
+            WireError::new(
+                ErrorCode::InvalidMessage,
+                "priority must be high, normal or low",
+            )
+            .with_details(json!({"field": "priority"}))
         })?,
     };
-    let mut event = Event::new(channel, action, data.get("data").cloned().unwrap_or(json!({})))
-        .priority(priority);
+    let mut event = Event::new(
+        channel,
+        action,
+        data.get("data").cloned().unwrap_or(json!({})),
+    )
+    .priority(priority);
     if data.get("reliable").and_then(Value::as_bool) == Some(true) {
         event = event.reliable();
     }

@@ -64,7 +64,11 @@ pub fn connect_with_welcome(addr: SocketAddr, key: Option<&str>) -> (Client, Val
         return (ws, Value::Null);
     }
     let welcome = recv_json(&mut ws);
-    assert_eq!((welcome["channel"].as_str(), welcome["action"].as_str()), (Some("system"), Some("welcome")), "{welcome}");
+    assert_eq!(
+        (welcome["channel"].as_str(), welcome["action"].as_str()),
+        (Some("system"), Some("welcome")),
+        "{welcome}"
+    );
     assert!(welcome["data"]["session_id"].is_string() && welcome["data"]["connection_id"].is_u64());
     (ws, welcome["data"].clone())
 }
