@@ -339,12 +339,7 @@ impl EventBus {
             ));
         }
         let n = self.next_event.fetch_add(1, Ordering::Relaxed) + 1;
-        let reliable = event.reliable
-            || config
-                .delivery
-                .reliable_channels
-                .iter()
-                .any(|c| *c == event.channel);
+        let reliable = event.reliable || config.delivery.reliable_channels.contains(&event.channel);
         let id = format!("ev-{n}");
         let full = json!({"id": id, "timestamp": timestamp_now(), "channel": event.channel, "action": event.action, "data": event.data})
             .to_string();
