@@ -274,7 +274,8 @@ impl Connection {
             self.send(events::unsequenced_event("system", "welcome", &welcome));
         }
         loop {
-            if self.read_frames() == Flow::Stop || self.broken {
+            // Backpressure: while the socket takes no more output, take no more input.
+            if (!self.write_blocked && self.read_frames() == Flow::Stop) || self.broken {
                 break;
             }
             self.drain_outbound();
@@ -322,6 +323,9 @@ impl Connection {
                                 .total_requests
                                 .fetch_add(1, Ordering::Relaxed);
                             if self.close_deadline.is_none() {
+                                // Events queued before this message arrived go out before
+                                // its response: a command is a barrier for the client.
+                                self.drain_outbound();
                                 let outcome =
                                     catch_unwind(AssertUnwindSafe(|| self.on_text(text.as_str())));
                                 if outcome.is_err() {
@@ -606,6 +610,17 @@ impl Connection {
 
     /// Takes queued messages while the socket accepts writes.
     fn drain_outbound(&mut self) {
+        if let Some(code) = self.shared.urgent_close()
+            && self.close_deadline.is_none()
+        {
+            // Slow client: what is queued stays in its session for a resume.
+            self.batch.clear();
+            while self.rx.try_recv().is_ok() {
+                self.shared.took_one();
+            }
+            self.start_close(code, "too slow: resume the session");
+            return;
+        }
         self.write_batch();
         while !self.write_blocked && self.close_deadline.is_none() && !self.broken {
             let Ok(msg) = self.rx.try_recv() else { break };
@@ -635,6 +650,11 @@ impl Connection {
             && let Some(status) = self.shared.take_status()
         {
             self.send(status.to_string());
+            self.ctx
+                .events
+                .metrics
+                .status_sent
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -802,7 +822,7 @@ impl Connection {
         let interests = [
             Interest {
                 fd,
-                read: true,
+                read: !self.write_blocked,
                 write: self.write_blocked,
             },
             Interest {

@@ -107,6 +107,8 @@ pub(crate) struct ConnectionShared {
     pub tid: AtomicU64,
     /// The newest status event not yet sent: status is coalesced, never queued.
     status_slot: Mutex<Option<Arc<str>>>,
+    /// A close that must not wait behind the queue (slow client): code, or 0.
+    urgent_close: std::sync::atomic::AtomicU16,
 }
 
 /// The client's queue is over OutboundQueueLimit.
@@ -133,6 +135,7 @@ impl ConnectionShared {
             last_activity_ms: AtomicU64::new(0),
             tid: AtomicU64::new(0),
             status_slot: Mutex::new(None),
+            urgent_close: std::sync::atomic::AtomicU16::new(0),
         }
     }
 
@@ -160,6 +163,18 @@ impl ConnectionShared {
             Some(tcp) => tcp.shutdown(std::net::Shutdown::Both).is_ok(),
             None => false,
         }
+    }
+
+    /// Asks the connection to close with `code` at once, dropping what is queued (its
+    /// session keeps the events for a resume).
+    pub(crate) fn close_urgently(&self, code: u16) {
+        self.urgent_close.store(code, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// The urgent close code, if one was asked for.
+    pub(crate) fn urgent_close(&self) -> Option<u16> {
+        Some(self.urgent_close.load(Ordering::Acquire)).filter(|c| *c != 0)
     }
 
     /// Offers the newest status event; replaces one not yet sent, then wakes the thread.

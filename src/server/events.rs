@@ -210,6 +210,8 @@ pub(crate) struct EventMetrics {
     pub redelivered: AtomicU64,
     pub dropped: AtomicU64,
     pub slow_client_closes: AtomicU64,
+    pub status_offered: AtomicU64,
+    pub status_sent: AtomicU64,
 }
 
 /// Sessions, the subscription index, and the publish path.
@@ -416,13 +418,7 @@ impl EventBus {
                         config.outbound_queue_limit,
                         session.id
                     );
-                    let _ = conn.push(
-                        Outbound::Close {
-                            code: 1013,
-                            reason: "too slow: resume the session",
-                        },
-                        usize::MAX,
-                    );
+                    conn.close_urgently(1013);
                 }
             }
         }
@@ -614,6 +610,8 @@ impl EventBus {
             "events_redelivered": m.redelivered.load(Ordering::Relaxed),
             "events_dropped": m.dropped.load(Ordering::Relaxed),
             "slow_client_closes": m.slow_client_closes.load(Ordering::Relaxed),
+            "status_offered": m.status_offered.load(Ordering::Relaxed),
+            "status_sent": m.status_sent.load(Ordering::Relaxed),
         })
     }
 }

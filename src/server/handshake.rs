@@ -30,6 +30,9 @@ const MAX_HEADERS: usize = 48;
 /// After a rejection, how long we keep reading (and discarding) so the client sees our
 /// response rather than a reset.
 const LINGER_AFTER_REJECT: Duration = Duration::from_millis(250);
+/// Cap on tungstenite's output buffer: a safety net only. A connection stops reading while
+/// its socket is write-blocked, so output grows by at most one batch of frames.
+const MAX_WRITE_BUFFER_BYTES: usize = 64 << 20;
 /// Read buffer for tungstenite: small, because it is allocated per connection.
 pub(crate) const READ_BUFFER_BYTES: usize = 4096;
 
@@ -466,7 +469,7 @@ fn upgrade(
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .max_write_buffer_size(ctx.config.max_message_size * 4 + 65536)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(Some(ctx.config.max_message_size))
         .max_frame_size(Some(ctx.config.max_message_size));
     let callback = move |_req: &Request, mut resp: Response| {

@@ -219,6 +219,10 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
                     unsequenced_event("system", "status", &status_object(&ctx)).into();
                 for conn in subscribers {
                     conn.offer_status(text.clone());
+                    ctx.events
+                        .metrics
+                        .status_offered
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
             next_status = Some(due + i).filter(|n| *n > now).or(Some(now + i));
