@@ -65,6 +65,29 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The code for its wire name (`"timeout"` → `Timeout`).
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        [
+            AuthFailed,
+            InvalidMessage,
+            ServerError,
+            Forbidden,
+            UnknownChannel,
+            UnknownAction,
+            RateLimited,
+            MessageTooLarge,
+            Timeout,
+            Unavailable,
+            ShuttingDown,
+            DuplicateId,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
+}
+
 impl Serialize for ErrorCode {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -119,8 +142,17 @@ pub(crate) enum Incoming {
     Ack {
         id: String,
     },
+    /// A service connection's answer to a command forwarded to it.
+    Response(ServiceResponse),
     /// Hydrogen's legacy `{"type":"status"}`: answered with the bare status object.
     LegacyStatus,
+}
+
+/// A service's answer: the forwarded command's id and its result.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServiceResponse {
+    pub id: String,
+    pub result: Result<Value, WireError>,
 }
 
 /// Where to address the error for an invalid message: a response when the id was readable.
@@ -252,6 +284,45 @@ pub(crate) fn parse_incoming(text: &str) -> Result<Incoming, Box<Invalid>> {
                 format!("ack needs the event's id (a string of 1 to {MAX_ID_LEN} characters)"),
             )),
         },
+        "response" => {
+            let Some(id) = id else {
+                return Err(invalid(
+                    "id",
+                    "a response needs the id of the command it answers".into(),
+                ));
+            };
+            let result = match obj.get("status").and_then(Value::as_str) {
+                Some("ok") => Ok(obj
+                    .remove("data")
+                    .unwrap_or_else(|| Value::Object(Map::new()))),
+                Some("error") => {
+                    let e = obj.get("error").cloned().unwrap_or(Value::Null);
+                    let text = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_string);
+                    let (code, message) = (
+                        text("code").unwrap_or_default(),
+                        text("message").unwrap_or_default(),
+                    );
+                    let details = e
+                        .get("details")
+                        .cloned()
+                        .unwrap_or_else(|| Value::Object(Map::new()));
+                    Err(match ErrorCode::from_name(&code) {
+                        Some(c) => WireError::new(c, message).with_details(details),
+                        None => WireError::new(ErrorCode::ServerError, message).with_details(
+                            serde_json::json!({"service_code": code, "service_details": details}),
+                        ),
+                    })
+                }
+                _ => {
+                    return Err(invalid(
+                        "status",
+                        "a response needs status \"ok\" (with data) or \"error\" (with error)"
+                            .into(),
+                    ));
+                }
+            };
+            Ok(Incoming::Response(ServiceResponse { id, result }))
+        }
         "command" => {
             let Some(id) = id else {
                 return Err(invalid(

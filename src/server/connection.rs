@@ -102,6 +102,7 @@ fn run(
             if let Some(session) = &conn.session {
                 ctx.events.detach(session, shared.id);
             }
+            ctx.services.service_gone(shared.id);
             if counted {
                 handshake::release_slot(&ctx, &shared);
             }
@@ -446,6 +447,25 @@ impl Connection {
                 }
             }
             Ok(Incoming::Command(cmd)) => self.on_command(cmd),
+            Ok(Incoming::Response(response)) => {
+                let id = response.id.clone();
+                let is_service = self
+                    .identity
+                    .as_ref()
+                    .is_some_and(|i| i.role.allows(Role::Service));
+                let routed = if is_service {
+                    self.ctx.services.on_response(self.shared.id, response)
+                } else {
+                    Err(WireError::new(
+                        ErrorCode::Forbidden,
+                        "only service connections send responses",
+                    ))
+                };
+                if let Err(err) = routed {
+                    let err = err.with_details(json!({"id": id}));
+                    self.send(message::bare_error(&err));
+                }
+            }
         }
     }
 
@@ -626,6 +646,10 @@ impl Connection {
             let Ok(msg) = self.rx.try_recv() else { break };
             self.shared.took_one();
             match msg {
+                Outbound::Text(text) => {
+                    self.write_batch();
+                    self.send(text);
+                }
                 Outbound::Event { seq, body } => {
                     self.batch.push((seq, body));
                     if self.batch.len() >= EVENT_BATCH {

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::server::auth::{Authenticator, Identity};
 use crate::server::dispatch::Dispatcher;
 use crate::server::events::{EventBody, EventBus};
+use crate::server::service::Services;
 use crate::server::status::ProcessSampler;
 use crate::server::threads::ThreadRegistry;
 use crate::wake::Waker;
@@ -80,6 +81,8 @@ impl ConnState {
 /// Something for a connection thread to do, queued by another thread.
 #[derive(Debug)]
 pub(crate) enum Outbound {
+    /// A frame to send as is (a command forwarded to a service).
+    Text(String),
     /// An event of the session, with the seq it has there.
     Event { seq: u64, body: Arc<EventBody> },
     /// A handler's response to command `id`; dropped if that command already timed out.
@@ -359,6 +362,7 @@ pub(crate) struct ServerContext {
     pub threads: ThreadRegistry,
     pub dispatch: Dispatcher,
     pub events: EventBus,
+    pub services: Services,
     pub sampler: ProcessSampler,
     pub started: SystemTime,
     pub started_at: Instant,
@@ -377,6 +381,7 @@ impl ServerContext {
             threads: ThreadRegistry::default(),
             dispatch: Dispatcher::new(),
             events: EventBus::default(),
+            services: Services::default(),
             sampler: ProcessSampler::new(),
             started: SystemTime::now(),
             started_at: Instant::now(),

@@ -87,6 +87,11 @@ impl Dispatcher {
         v
     }
 
+    /// Whether a library handler serves `channel`.
+    pub(crate) fn has_handler(&self, channel: &str) -> bool {
+        self.handlers.read().contains_key(channel)
+    }
+
     /// Jobs waiting for a worker.
     pub(crate) fn backlog(&self) -> usize {
         self.queue.lock().jobs.len()
@@ -159,19 +164,22 @@ impl Dispatcher {
         identity: &Identity,
         command: Command,
     ) -> Result<(), WireError> {
-        let handler = ctx
-            .dispatch
-            .handlers
-            .read()
-            .get(&command.channel)
-            .cloned()
-            .ok_or_else(|| {
-                WireError::new(
+        let handler = ctx.dispatch.handlers.read().get(&command.channel).cloned();
+        let Some(handler) = handler else {
+            return match ctx.services.route(&command.channel) {
+                Some(service) => ctx
+                    .services
+                    .forward(ctx, &service, conn, identity, &command),
+                None => Err(WireError::new(
                     ErrorCode::UnknownChannel,
-                    format!("no handler is registered for channel {:?}", command.channel),
+                    format!(
+                        "no handler or service is registered for channel {:?}",
+                        command.channel
+                    ),
                 )
-                .with_details(serde_json::json!({"channel": command.channel}))
-            })?;
+                .with_details(serde_json::json!({"channel": command.channel}))),
+            };
+        };
         let request = Request {
             connection_id: conn.id,
             peer: conn.peer,

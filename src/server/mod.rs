@@ -8,6 +8,7 @@ mod dispatch;
 mod events;
 mod handshake;
 mod listener;
+mod service;
 mod shutdown;
 pub(crate) mod status;
 mod system_channel;

@@ -149,6 +149,7 @@ pub(crate) fn status_object(ctx: &ServerContext) -> Value {
         "rejected": rejected,
         "handler_backlog": ctx.dispatch.backlog(),
         "events": ctx.events.figures(),
+        "services": ctx.services.figures(),
     })
 }
 
@@ -228,5 +229,6 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
             next_status = Some(due + i).filter(|n| *n > now).or(Some(now + i));
         }
         next_expiry = ctx.events.expire(resume);
+        ctx.services.sweep();
     }
 }

@@ -16,7 +16,7 @@ use crate::server::status;
 fn required_role(action: &str) -> Option<Role> {
     match action {
         "ping" | "status" | "info" | "subscribe" | "unsubscribe" => Some(Role::Viewer),
-        "publish" => Some(Role::Service),
+        "publish" | "register" => Some(Role::Service),
         "threads" | "disconnect" => Some(Role::Admin),
         _ => None,
     }
@@ -25,13 +25,13 @@ fn required_role(action: &str) -> Option<Role> {
 /// Runs a `system` command for an authenticated client; the result becomes the response.
 pub(crate) fn handle(
     ctx: &ServerContext,
-    caller: &ConnectionShared,
+    caller: &Arc<ConnectionShared>,
     identity: &Identity,
     session: &Arc<Session>,
     cmd: &Command,
 ) -> Result<Value, WireError> {
     let Some(required) = required_role(&cmd.action) else {
-        let planned = matches!(cmd.action.as_str(), "register");
+        let planned = false;
         let message = if planned {
             format!(
                 "system/{} is not available in this version of the server",
@@ -69,6 +69,7 @@ pub(crate) fn handle(
         "subscribe" => ctx.events.subscribe(session, &cmd.data),
         "unsubscribe" => ctx.events.unsubscribe(session, &cmd.data),
         "publish" => publish(ctx, &cmd.data),
+        "register" => ctx.services.register(ctx, caller, &cmd.data),
         _ => unreachable!("required_role covers every action handled here"),
     }
 }

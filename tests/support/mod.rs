@@ -16,6 +16,7 @@ use tungstenite::{Message, WebSocket};
 pub const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
 pub const OPERATOR_KEY: &str = "operator-key-0123456789abcdef";
 pub const VIEWER_KEY: &str = "viewer-key-0123456789abcdef";
+pub const SERVICE_KEY: &str = "service-key-0123456789abcdef";
 pub const PROTOCOL: &str = "hydrogen-protocol";
 
 /// How long any single wait in a test may take before the test fails.
@@ -35,6 +36,7 @@ pub fn test_config() -> Config {
         ApiKey::new("admin", Secret::new(ADMIN_KEY), Role::Admin),
         ApiKey::new("operator", Secret::new(OPERATOR_KEY), Role::Operator),
         ApiKey::new("viewer", Secret::new(VIEWER_KEY), Role::Viewer),
+        ApiKey::new("printer", Secret::new(SERVICE_KEY), Role::Service),
     ];
     c
 }
