@@ -23,6 +23,50 @@ const IDLE_CPU_SECS: u64 = 10;
 /// Client threads answering close frames in the shutdown rows (clients are on other machines
 /// in real life; here they share the 2 cores with the server).
 const CLOSER_THREADS: usize = 4;
+/// CPUs for the round-trip phase (the machine has at least 2).
+const CLIENT_CPU: usize = 0;
+const SERVER_CPU: usize = 1;
+
+/// `program`, started under `taskset -c cpu` when a CPU is given.
+fn pinned(program: &str, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &c.to_string(), program]);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+fn set_affinity(cpus: &[usize]) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; the call affects this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn pin_this_thread(cpu: usize) {
+    set_affinity(&[cpu]);
+}
+
+fn unpin_this_thread() {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    set_affinity(&(0..n).collect::<Vec<_>>());
+}
+
+/// Fan-out rows: subscribers per row, events per second, seconds per row.
+const FANOUT_SUBSCRIBERS: [usize; 3] = [10, 100, 1000];
+const FANOUT_RATE: u64 = 1000;
+const FANOUT_SECS: u64 = 3;
+/// Reader threads of the bench for the fan-out subscribers.
+const FANOUT_READERS: usize = 4;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Ws = WebSocket<TcpStream>;
@@ -34,13 +78,18 @@ struct ServerProc {
 
 impl ServerProc {
     fn start() -> ServerProc {
+        Self::start_on(None)
+    }
+
+    /// Starts the server, pinned to `cpu` when given (all its threads inherit it).
+    fn start_on(cpu: Option<usize>) -> ServerProc {
         let cfg = std::env::temp_dir().join(format!("hws-bench-{}.json", std::process::id()));
         let body = json!({"WebSocketServer": {
             "Port": 0, "Interface": "127.0.0.1", "MaxConnections": 5000, "MaxConnectionsPerIp": 5000,
             "ShutdownTimeouts": {"CloseWaitMs": 2000, "JoinMs": 5000}},
             "Logging": {"Level": "warn"}});
         std::fs::write(&cfg, body.to_string()).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = pinned(BIN, cpu)
             .args(["--config", cfg.to_str().unwrap()])
             .env("HYDROGEN_API_KEY", KEY)
             .env(
@@ -119,9 +168,13 @@ fn connect(addr: SocketAddr) -> Ws {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_nodelay(true).unwrap();
     tcp.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
-    tungstenite::client(req, tcp)
-        .map(|(ws, _)| ws)
-        .expect("handshake")
+    let (mut ws, _) = tungstenite::client(req, tcp).expect("handshake");
+    // The system/welcome event comes first; the round trips must not count it.
+    match ws.read().expect("welcome") {
+        Message::Text(t) => assert!(t.as_str().contains("\"welcome\""), "{t}"),
+        other => panic!("expected the welcome event, got {other:?}"),
+    }
+    ws
 }
 
 fn ping(ws: &mut Ws, id: u64) {
@@ -164,7 +217,8 @@ fn run_tcp_echo() {
 /// and a `system/ping` to the server, alternating sample by sample so that the machine's
 /// noise hits both alike. Returns (tcp µs, ping µs), each sorted.
 fn paired_rtts(addr: SocketAddr) -> (Vec<f64>, Vec<f64>) {
-    let mut echo = Command::new(std::env::current_exe().unwrap())
+    let me = std::env::current_exe().unwrap();
+    let mut echo = pinned(me.to_str().unwrap(), Some(SERVER_CPU))
         .arg("--tcp-echo")
         .stdout(Stdio::piped())
         .spawn()
@@ -308,9 +362,168 @@ fn shutdown_ms(clients: usize) -> f64 {
     median(runs)
 }
 
+/// Microseconds since the bench started (one clock for publisher and subscribers).
+fn now_us(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+/// The number after `"n":` in an event's text (cheaper than parsing the whole event).
+fn event_n(text: &str) -> Option<usize> {
+    let at = text.find("\"n\":")? + 4;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+struct FanoutRow {
+    delivered_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    lost: u64,
+}
+
+/// Reads events on `group` until it has `events` each (or a deadline); returns for each
+/// event n the latest receipt time (µs) among the group, and how many it received.
+fn read_fanout(mut group: Vec<Ws>, events: usize, t0: Instant) -> (Vec<u64>, u64) {
+    for s in &group {
+        s.get_ref().set_nonblocking(true).unwrap();
+    }
+    let mut last = vec![0u64; events];
+    let mut received = 0u64;
+    let expected = (group.len() * events) as u64;
+    // A saturated row keeps its backlog; what has not arrived 5 s after the last publish counts
+    // as not delivered.
+    let deadline = Instant::now() + Duration::from_secs(FANOUT_SECS + 5);
+    while received < expected && Instant::now() < deadline {
+        let mut fds: Vec<libc::pollfd> = group
+            .iter()
+            .map(|c| libc::pollfd {
+                fd: c.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: fds is a valid array of pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
+        for (ws, p) in group.iter_mut().zip(&fds) {
+            if p.revents == 0 {
+                continue;
+            }
+            loop {
+                match ws.read() {
+                    Ok(Message::Text(t)) => {
+                        if let Some(n) = event_n(t.as_str()).filter(|n| *n < events) {
+                            last[n] = last[n].max(now_us(t0));
+                            received += 1;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    (last, received)
+}
+
+/// One publisher (a connection using system/publish, as a controller would) sends
+/// FANOUT_RATE events/s of about 200 bytes to `subscribers` clients for FANOUT_SECS; latency
+/// is publish → receipt at the last subscriber of each event.
+fn fanout(subscribers: usize) -> FanoutRow {
+    let server = ServerProc::start();
+    let events = (FANOUT_RATE * FANOUT_SECS) as usize;
+    let mut subs: Vec<Ws> = (0..subscribers).map(|_| connect(server.addr)).collect();
+    for (i, s) in subs.iter_mut().enumerate() {
+        let text = json!({"type": "command", "id": format!("s{i}"), "channel": "system", "action": "subscribe",
+            "data": {"channels": ["fan"]}})
+        .to_string();
+        s.send(Message::Text(text.into())).unwrap();
+        while !matches!(s.read().unwrap(), Message::Text(_)) {}
+    }
+    let t0 = Instant::now();
+    let per = subscribers.div_ceil(FANOUT_READERS);
+    let mut readers = Vec::new();
+    while !subs.is_empty() {
+        let group = subs.split_off(subs.len().saturating_sub(per));
+        readers.push(std::thread::spawn(move || read_fanout(group, events, t0)));
+    }
+    let mut publisher = connect(server.addr);
+    publisher.get_ref().set_nonblocking(true).unwrap();
+    let pad = "p".repeat(120);
+    let mut published_at = vec![0u64; events];
+    for (n, at) in published_at.iter_mut().enumerate() {
+        let due = Duration::from_micros(n as u64 * 1_000_000 / FANOUT_RATE);
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        *at = now_us(t0);
+        let text = json!({"type": "command", "id": format!("p{n}"), "channel": "system", "action": "publish",
+            "data": {"channel": "fan", "action": "tick", "data": {"n": n, "pad": pad}}})
+        .to_string();
+        let mut sent = publisher.send(Message::Text(text.into()));
+        while let Err(tungstenite::Error::Io(e)) = &sent {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                break;
+            }
+            sent = publisher.flush();
+        }
+        while publisher.read().is_ok() {} // drain the publish responses
+    }
+    let mut last = vec![0u64; events];
+    let mut received = 0;
+    for r in readers {
+        let (l, n) = r.join().unwrap();
+        received += n;
+        for (a, b) in last.iter_mut().zip(l) {
+            *a = (*a).max(b);
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    server.stop();
+    let mut lat: Vec<f64> = last
+        .iter()
+        .zip(&published_at)
+        .filter(|(l, _)| **l > 0)
+        .map(|(l, p)| l.saturating_sub(*p) as f64 / 1000.0)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let (p50_ms, p99_ms) = if lat.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (percentile(&lat, 0.5), percentile(&lat, 0.99))
+    };
+    FanoutRow {
+        delivered_per_s: received as f64 / elapsed,
+        p50_ms,
+        p99_ms,
+        lost: (subscribers * events) as u64 - received,
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--tcp-echo") {
         return run_tcp_echo();
+    }
+    if std::env::args().any(|a| a == "--rtt-only") {
+        let server = ServerProc::start_on(Some(SERVER_CPU));
+        pin_this_thread(CLIENT_CPU);
+        let (tcp, rtt) = paired_rtts(server.addr);
+        server.stop();
+        let (t, p) = (percentile(&tcp, 0.5), percentile(&rtt, 0.5));
+        println!("tcp p50 {t:.1} µs, ping p50 {p:.1} µs, ratio {:.2}", p / t);
+        return;
+    }
+    if std::env::args().any(|a| a == "--fanout-only") {
+        for n in FANOUT_SUBSCRIBERS {
+            let r = fanout(n);
+            println!(
+                "fan-out {n}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, lost {}",
+                r.delivered_per_s, r.p50_ms, r.p99_ms, r.lost
+            );
+        }
+        return;
     }
     if std::env::args().any(|a| a == "--shutdown-only") {
         println!("shutdown 1000: {:.1} ms", shutdown_ms(1000));
@@ -327,8 +540,15 @@ fn main() {
         .unwrap_or(0);
     eprintln!("measuring (about a minute)...");
 
-    let server = ServerProc::start();
+    // Round trips: the client on one CPU, the echo and the server both on the other, so that
+    // both take the same (cross-CPU) path; left to the scheduler, a process woken on the
+    // client's own CPU skips an inter-processor wake-up and the floor moves 4x between runs.
+    let server = ServerProc::start_on(Some(SERVER_CPU));
+    pin_this_thread(CLIENT_CPU);
     let (tcp, rtt) = paired_rtts(server.addr);
+    unpin_this_thread();
+    server.stop();
+    let server = ServerProc::start();
     let msgs = throughput(server.addr);
     let stop_small = server.stop();
 
@@ -352,6 +572,8 @@ fn main() {
     drop(idle900);
     server.stop();
 
+    let fan_rows: Vec<(usize, FanoutRow)> =
+        FANOUT_SUBSCRIBERS.iter().map(|&n| (n, fanout(n))).collect();
     let shut100 = shutdown_ms(100);
     let shut1000 = shutdown_ms(1000);
 
@@ -380,4 +602,15 @@ fn main() {
     println!(
         "| CPU, 100 idle connections over {IDLE_CPU_SECS} s | {idle_cpu_pct:.2} % ({cpu_ticks} ticks) | < 1 % |"
     );
+    for (n, r) in &fan_rows {
+        let target = match n {
+            100 => "p99 < 1 ms, 0 lost",
+            1000 => "p99 < 10 ms, 0 lost",
+            _ => "0 lost",
+        };
+        println!(
+            "| fan-out {FANOUT_RATE} ev/s × {n} subscribers: delivered/s, latency p50 / p99, lost | {:.0} /s, {:.2} / {:.2} ms, {} lost | {target} |",
+            r.delivered_per_s, r.p50_ms, r.p99_ms, r.lost
+        );
+    }
 }

@@ -33,6 +33,10 @@ const LINGER_AFTER_REJECT: Duration = Duration::from_millis(250);
 /// Cap on tungstenite's output buffer: a safety net only. A connection stops reading while
 /// its socket is write-blocked, so output grows by at most one batch of frames.
 const MAX_WRITE_BUFFER_BYTES: usize = 64 << 20;
+/// Frames are gathered up to this many bytes before a `write(2)`; the connection loop
+/// flushes everything before it sleeps, so this only batches, it never delays. The buffer
+/// grows only on connections that are busy.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
 /// Read buffer for tungstenite: small, because it is allocated per connection.
 pub(crate) const READ_BUFFER_BYTES: usize = 4096;
 
@@ -468,7 +472,7 @@ fn upgrade(
     let fd = stream.tcp.as_raw_fd();
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BATCH_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(Some(ctx.config.max_message_size))
         .max_frame_size(Some(ctx.config.max_message_size));
