@@ -390,6 +390,12 @@ impl Config {
             "OutboundQueueLimit": self.outbound_queue_limit,
             "StatusIntervalMs": self.status_interval.map_or(0, ms), "HandlerTimeoutMs": ms(self.handler_timeout),
             "ShutdownTimeouts": {"CloseWaitMs": ms(self.close_wait), "JoinMs": ms(self.join_timeout)},
+            "Delivery": {
+                "AckTimeoutMs": ms(self.delivery.ack_timeout), "MaxRetries": self.delivery.max_retries,
+                "SessionResumeSeconds": self.delivery.session_resume.as_secs(),
+                "ReplayBufferEvents": self.delivery.replay_buffer_events,
+                "ReliableChannels": self.delivery.reliable_channels,
+            },
             "LogLevel": self.log_level,
         }})
     }

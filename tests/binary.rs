@@ -115,6 +115,7 @@ fn check_config_prints_effective_config_with_secrets_redacted() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["WebSocketServer"]["Port"], 6123);
     assert_eq!(v["WebSocketServer"]["LogLevel"], "debug");
+    assert_eq!(v["WebSocketServer"]["Delivery"]["MaxRetries"], 5);
     assert_eq!(v["WebSocketServer"]["Keys"][0]["Key"], "binar…");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
     assert!(

@@ -123,6 +123,10 @@ fn subscribe_filter_and_unsubscribe() {
     assert!(events_until_ping(&mut all, "p2").is_empty());
     assert_eq!(events_until_ping(&mut progress_only, "p2").len(), 1);
 
+    let info = request(&mut all, "i", "system", "info", json!({}))["data"].clone();
+    assert_eq!(info["events"]["events_published"], 4);
+    assert_eq!(info["events"]["subscriptions"], 2, "{info}");
+    assert_eq!(info["delivery"]["ReplayBufferEvents"], 1000);
     let bad = request(
         &mut all,
         "b",

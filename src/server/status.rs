@@ -186,6 +186,15 @@ pub(crate) fn info_object(ctx: &ServerContext) -> Value {
             "ThreadPoolSize": c.thread_pool_size,
             "HandlerTimeoutMs": c.handler_timeout.as_millis() as u64,
         },
+        "delivery": {
+            "AckTimeoutMs": c.delivery.ack_timeout.as_millis() as u64,
+            "MaxRetries": c.delivery.max_retries,
+            "SessionResumeSeconds": c.delivery.session_resume.as_secs(),
+            "ReplayBufferEvents": c.delivery.replay_buffer_events,
+            "ReliableChannels": c.delivery.reliable_channels,
+        },
+        "events": ctx.events.figures(),
+        "services": ctx.services.figures(),
     })
 }
 
