@@ -196,32 +196,44 @@ fn order_and_seq_with_concurrent_publishers() {
 
 #[test]
 fn priorities_reorder_a_backlog() {
-    let server = start();
+    let server = start_with(|c| c.outbound_queue_limit = 100_000);
     let publisher = server.publisher();
     let mut ws = connect(server.bound_addr(), Some(VIEWER_KEY));
     subscribe(&mut ws, "s", json!({"channels": ["t"]}));
-    // Publish while the server cannot write (the queue builds up): block it by not reading
-    // until all are queued. Even if some get written at once, priorities never invert among
-    // those still waiting: a high event never arrives after a low one published before it.
-    for i in 0..200 {
-        let p = if i % 2 == 0 {
-            Priority::Low
-        } else {
-            Priority::High
-        };
+    // Block the socket behind large events so that what follows waits in the server.
+    let blob = "b".repeat(500_000);
+    for _ in 0..40 {
+        publisher.publish("t", "blob", json!({"b": blob})).unwrap();
+    }
+    for i in 0..10 {
         publisher
-            .publish_event(Event::new("t", "x", json!({"i": i})).priority(p))
+            .publish_event(Event::new("t", "low", json!({"i": i})).priority(Priority::Low))
             .unwrap();
     }
-    let mut seqs = BTreeSet::new();
-    for _ in 0..200 {
-        let e = next_event(&mut ws);
-        assert!(seqs.insert(e["seq"].as_u64().unwrap()));
+    for i in 0..10 {
+        publisher
+            .publish_event(Event::new("t", "high", json!({"i": i})).priority(Priority::High))
+            .unwrap();
     }
-    assert_eq!(seqs.len(), 200);
-    assert_eq!(*seqs.iter().next_back().unwrap(), 200);
-    let bad = publisher.publish("Bad", "x", json!({}));
-    assert!(bad.is_err());
+    let mut small = Vec::new();
+    let mut seqs = BTreeSet::new();
+    while small.len() < 20 {
+        let e = next_event(&mut ws);
+        assert!(seqs.insert(e["seq"].as_u64().unwrap()), "no duplicate");
+        let action = e["action"].as_str().unwrap().to_string();
+        if action != "blob" {
+            small.push((action, e["data"]["i"].as_u64().unwrap()));
+        }
+    }
+    let expected: Vec<(String, u64)> = (0..10)
+        .map(|i| ("high".to_string(), i))
+        .chain((0..10).map(|i| ("low".to_string(), i)))
+        .collect();
+    assert_eq!(
+        small, expected,
+        "high events published later overtake waiting low ones, each in publish order"
+    );
+    assert!(publisher.publish("Bad", "x", json!({})).is_err());
 }
 
 /// A client that stops reading while status events keep coming gets the newest status, not a

@@ -275,6 +275,10 @@ impl Connection {
             self.send(events::unsequenced_event("system", "welcome", &welcome));
         }
         loop {
+            if self.write_blocked {
+                // Woken for writability (or anything else): see whether it cleared first.
+                self.flush();
+            }
             // Backpressure: while the socket takes no more output, take no more input.
             if (!self.write_blocked && self.read_frames() == Flow::Stop) || self.broken {
                 break;
@@ -286,6 +290,11 @@ impl Connection {
             self.flush();
             if self.broken {
                 break;
+            }
+            // The waker was reset when this round began; output that could not be taken
+            // while the socket was blocked has no wake-up coming, so go round again now.
+            if !self.write_blocked && self.close_deadline.is_none() && self.has_output_waiting() {
+                continue;
             }
             if self.sleep() == Flow::Stop {
                 break;
@@ -680,6 +689,14 @@ impl Connection {
                 .status_sent
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Queued or batched output, a pending status, or an urgent close.
+    fn has_output_waiting(&self) -> bool {
+        !self.rx.is_empty()
+            || !self.batch.is_empty()
+            || self.shared.has_status()
+            || self.shared.urgent_close().is_some()
     }
 
     /// Writes batched events, highest priority first (stable: publish order within a

@@ -186,6 +186,11 @@ impl ConnectionShared {
         self.waker.wake();
     }
 
+    /// Whether a status event waits to be sent.
+    pub(crate) fn has_status(&self) -> bool {
+        self.status_slot.lock().is_some()
+    }
+
     /// Takes the pending status event, if any.
     pub(crate) fn take_status(&self) -> Option<Arc<str>> {
         self.status_slot.lock().take()
