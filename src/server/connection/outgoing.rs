@@ -1,0 +1,107 @@
+//! What goes to the client from other threads: the queue (handler answers, forwarded
+//! commands, events, closes), events batched and written in priority order, the coalesced
+//! status slot, and the redelivery timers of reliable events.
+
+use std::sync::atomic::Ordering;
+
+use super::Connection;
+use crate::server::context::Outbound;
+use crate::server::events::EventBody;
+use crate::wake;
+
+/// Events taken off the queue before they are written (and sorted by priority).
+pub(super) const EVENT_BATCH: usize = 64;
+
+impl Connection {
+    /// Writes one event of the session and arms its redelivery timer when reliable.
+    pub(super) fn send_event(&mut self, seq: u64, body: &EventBody, redelivered: bool) {
+        self.send(body.text(seq, redelivered));
+        self.ctx
+            .events
+            .metrics
+            .delivered
+            .fetch_add(1, Ordering::Relaxed);
+        if body.reliable {
+            let due = wake::after(self.ctx.config.delivery.ack_timeout);
+            self.ack_timers.push_back((due, seq));
+        }
+    }
+
+    /// Takes queued messages while the socket accepts writes.
+    pub(super) fn drain_outbound(&mut self) {
+        if let Some(code) = self.shared.urgent_close()
+            && self.close_deadline.is_none()
+        {
+            // Slow client: what is queued stays in its session for a resume.
+            self.batch.clear();
+            while self.rx.try_recv().is_ok() {
+                self.shared.took_one();
+            }
+            self.start_close(code, "too slow: resume the session");
+            return;
+        }
+        self.write_batch();
+        while !self.write_blocked && self.close_deadline.is_none() && !self.broken {
+            let Ok(msg) = self.rx.try_recv() else { break };
+            self.shared.took_one();
+            match msg {
+                Outbound::Text(text) => {
+                    self.write_batch();
+                    self.send(text);
+                }
+                Outbound::Event { seq, body } => {
+                    self.batch.push((seq, body));
+                    if self.batch.len() >= EVENT_BATCH {
+                        self.write_batch();
+                    }
+                }
+                Outbound::Reply { id, text } => {
+                    if let Some(i) = self.in_flight.iter().position(|f| f.to.id == id) {
+                        self.in_flight.swap_remove(i);
+                        self.send(text);
+                    }
+                }
+                Outbound::Close { code, reason } => {
+                    self.write_batch();
+                    self.start_close(code, reason);
+                }
+            }
+        }
+        self.write_batch();
+        if !self.write_blocked
+            && self.close_deadline.is_none()
+            && let Some(status) = self.shared.take_status()
+        {
+            self.send(status.to_string());
+            self.ctx
+                .events
+                .metrics
+                .status_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queued or batched output, a pending status, or an urgent close.
+    pub(super) fn has_output_waiting(&self) -> bool {
+        !self.rx.is_empty()
+            || !self.batch.is_empty()
+            || self.shared.has_status()
+            || self.shared.urgent_close().is_some()
+    }
+
+    /// Writes batched events, highest priority first (stable: publish order within a
+    /// priority), until the socket stops accepting; the rest wait for the next round.
+    pub(super) fn write_batch(&mut self) {
+        if self.batch.is_empty() || self.close_deadline.is_some() {
+            return;
+        }
+        self.batch.sort_by_key(|(_, body)| body.priority);
+        let mut written = 0;
+        while written < self.batch.len() && !self.write_blocked && !self.broken {
+            let (seq, body) = self.batch[written].clone();
+            self.send_event(seq, &body, false);
+            written += 1;
+        }
+        self.batch.drain(..written);
+    }
+}
