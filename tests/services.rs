@@ -303,8 +303,11 @@ fn print_service_example_runs_a_job() {
         json!({"file": "benchy.gcode"}),
     );
     assert_eq!(r["data"]["started"], "benchy.gcode", "{r}");
+    // `done` is published at high priority together with the last progress event, so it may
+    // overtake it: wait for both, order aside.
     let mut percents = Vec::new();
-    loop {
+    let mut done = false;
+    while !(done && percents.len() == 10) {
         let e = recv_json(&mut ui);
         if e["type"] != "event" {
             continue;
@@ -314,7 +317,7 @@ fn print_service_example_runs_a_job() {
             "done" => {
                 assert_eq!(e["ack"], true);
                 send(&mut ui, &json!({"type": "ack", "id": e["id"]}).to_string());
-                break;
+                done = true;
             }
             other => panic!("filtered out, yet received: {other}"),
         }
