@@ -290,6 +290,21 @@ fn open_idle(addr: SocketAddr, n: usize) -> Vec<Ws> {
         .collect()
 }
 
+/// Waits up to `timeout_ms` for any of `clients` to be readable; one pollfd per client.
+fn poll_readable(clients: &[Ws], timeout_ms: i32) -> Vec<libc::pollfd> {
+    let mut fds: Vec<libc::pollfd> = clients
+        .iter()
+        .map(|c| libc::pollfd {
+            fd: c.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: fds is a valid array of pollfd of the given length.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    fds
+}
+
 /// Answers the server's close frames on all `clients` from one thread (poll over all
 /// sockets), like well-behaved clients would. Returns when every socket is closed.
 fn answer_closes(mut clients: Vec<Ws>) -> std::thread::JoinHandle<usize> {
@@ -300,16 +315,7 @@ fn answer_closes(mut clients: Vec<Ws>) -> std::thread::JoinHandle<usize> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut closed = 0;
         while !clients.is_empty() && Instant::now() < deadline {
-            let mut fds: Vec<libc::pollfd> = clients
-                .iter()
-                .map(|c| libc::pollfd {
-                    fd: c.get_ref().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
-            // SAFETY: fds is a valid array of pollfd.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+            let fds = poll_readable(&clients, 100);
             let mut keep = Vec::with_capacity(clients.len());
             for (mut c, p) in clients.into_iter().zip(fds) {
                 if p.revents == 0 {
@@ -397,16 +403,7 @@ fn read_fanout(mut group: Vec<Ws>, events: usize, t0: Instant) -> (Vec<u64>, u64
     // as not delivered.
     let deadline = Instant::now() + Duration::from_secs(FANOUT_SECS + 5);
     while received < expected && Instant::now() < deadline {
-        let mut fds: Vec<libc::pollfd> = group
-            .iter()
-            .map(|c| libc::pollfd {
-                fd: c.get_ref().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: fds is a valid array of pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
+        let fds = poll_readable(&group, 50);
         for (ws, p) in group.iter_mut().zip(&fds) {
             if p.revents == 0 {
                 continue;

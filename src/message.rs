@@ -66,25 +66,25 @@ impl ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in SPEC §6 order.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::AuthFailed,
+        ErrorCode::InvalidMessage,
+        ErrorCode::ServerError,
+        ErrorCode::Forbidden,
+        ErrorCode::UnknownChannel,
+        ErrorCode::UnknownAction,
+        ErrorCode::RateLimited,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::Timeout,
+        ErrorCode::Unavailable,
+        ErrorCode::ShuttingDown,
+        ErrorCode::DuplicateId,
+    ];
+
     /// The code for its wire name (`"timeout"` → `Timeout`).
     pub fn from_name(name: &str) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        [
-            AuthFailed,
-            InvalidMessage,
-            ServerError,
-            Forbidden,
-            UnknownChannel,
-            UnknownAction,
-            RateLimited,
-            MessageTooLarge,
-            Timeout,
-            Unavailable,
-            ShuttingDown,
-            DuplicateId,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == name)
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 
@@ -506,6 +506,14 @@ mod tests {
             nesting_beyond(&deep, MAX_JSON_DEPTH),
             Some(MAX_JSON_DEPTH + 1)
         );
+    }
+
+    #[test]
+    fn error_codes_round_trip_by_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_name(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_name("jammed"), None);
     }
 
     #[test]
