@@ -21,7 +21,7 @@ run: build
 	@if [ -z "$$HYDROGEN_API_KEY" ]; then \
 	  if [ ! -s $(KEYFILE) ]; then (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > $(KEYFILE)); fi; \
 	  echo "HYDROGEN_API_KEY is unset: using the key stored in $(KEYFILE)"; \
-	  echo "  try: python3 -m websockets ... or see README ('Talk to it')"; \
+	  echo "  clients send 'Authorization: Key <that key>' (README: 'Talk to it')"; \
 	  HYDROGEN_API_KEY=$$(cat $(KEYFILE)) exec ./$(BIN) --config config.json; \
 	else \
 	  exec ./$(BIN) --config config.json; \
