@@ -34,6 +34,12 @@ pub struct Config {
     pub protocol: String,
     /// `RequireProtocol` (true): a client offering no matching subprotocol gets HTTP 400.
     pub require_protocol: bool,
+    /// `SecureMode` ("none"): true for "tls" (wss://, rustls, TLS 1.2 and 1.3).
+    pub tls: bool,
+    /// `CertificatePath`: PEM certificate chain; required with TLS.
+    pub certificate_path: Option<PathBuf>,
+    /// `KeyPath`: PEM private key; required with TLS.
+    pub key_path: Option<PathBuf>,
     /// `AuthRequired` (true): false admits every client with role `viewer`.
     pub auth_required: bool,
     /// `Key` (from `HYDROGEN_API_KEY`) and `Keys`: accepted API keys with their roles.
@@ -114,6 +120,9 @@ impl Default for Config {
             enable_ipv6: false,
             protocol: "hydrogen-protocol".into(),
             require_protocol: true,
+            tls: false,
+            certificate_path: None,
+            key_path: None,
             auth_required: true,
             keys: Vec::new(),
             max_connections: 100,
@@ -217,21 +226,22 @@ impl Config {
             cfg.require_protocol = v;
         }
         if let Some(v) = s.take_str("SecureMode")? {
-            match v.as_str() {
-                "none" => {}
-                "tls" => {
-                    return Err(Error::config(
-                        "WebSocketServer.SecureMode",
-                        "\"tls\" is not available in this version yet; use \"none\" behind a TLS proxy",
-                    ));
-                }
+            cfg.tls = match v.as_str() {
+                "none" => false,
+                "tls" => true,
                 _ => {
                     return Err(Error::config(
                         "WebSocketServer.SecureMode",
                         format!("{v:?}: allowed \"none\" or \"tls\""),
                     ));
                 }
-            }
+            };
+        }
+        if let Some(v) = s.take_str("CertificatePath")? {
+            cfg.certificate_path = Some(PathBuf::from(v));
+        }
+        if let Some(v) = s.take_str("KeyPath")? {
+            cfg.key_path = Some(PathBuf::from(v));
         }
         for ignored in [
             "CertificatePath",
@@ -350,6 +360,19 @@ impl Config {
                  `Authorization: Key <key>`), or list keys under WebSocketServer.Keys",
             ));
         }
+        if self.tls {
+            for (key, path) in [
+                ("CertificatePath", &self.certificate_path),
+                ("KeyPath", &self.key_path),
+            ] {
+                if path.is_none() {
+                    return Err(Error::config(
+                        format!("WebSocketServer.{key}"),
+                        "SecureMode is \"tls\": give the PEM file's path",
+                    ));
+                }
+            }
+        }
         if !self.enable_ipv4 && !self.enable_ipv6 {
             return Err(Error::config(
                 "WebSocketServer.EnableIPv4",
@@ -380,7 +403,10 @@ impl Config {
         json!({"WebSocketServer": {
             "Enabled": self.enabled, "Port": self.port, "PortFallbackCount": self.port_fallback_count,
             "Interface": self.interface.to_string(), "EnableIPv4": self.enable_ipv4, "EnableIPv6": self.enable_ipv6,
-            "Protocol": self.protocol, "RequireProtocol": self.require_protocol, "SecureMode": "none",
+            "Protocol": self.protocol, "RequireProtocol": self.require_protocol,
+            "SecureMode": if self.tls { "tls" } else { "none" },
+            "CertificatePath": self.certificate_path.as_ref().map(|p| p.display().to_string()),
+            "KeyPath": self.key_path.as_ref().map(|p| p.display().to_string()),
             "AuthRequired": self.auth_required, "Keys": keys,
             "MaxConnections": self.max_connections, "MaxConnectionsPerIp": self.max_connections_per_ip,
             "MaxMessageSize": self.max_message_size, "HandshakeTimeoutMs": ms(self.handshake_timeout),
@@ -681,8 +707,10 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("RateLimit") && w.contains("not enforced"))
         );
-        let e = Config::from_json_str(r#"{"WebSocketServer":{"SecureMode":"tls"}}"#).unwrap_err();
-        assert!(e.to_string().contains("SecureMode"));
+        let (c, _) =
+            Config::from_json_str(r#"{"WebSocketServer":{"SecureMode":"tls","Key":"k"}}"#).unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("CertificatePath"), "{e}");
     }
 
     #[test]

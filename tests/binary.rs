@@ -144,6 +144,21 @@ fn no_free_port_exits_3() {
     assert!(err.contains(&port.to_string()));
 }
 
+#[test]
+fn unusable_tls_material_exits_4() {
+    let cfg = temp_config(
+        r#"{"WebSocketServer":{"Port":0,"Interface":"127.0.0.1","SecureMode":"tls",
+            "CertificatePath":"/nonexistent/c.pem","KeyPath":"/nonexistent/k.pem"}}"#,
+    );
+    let (code, _, err) = run(&["--config", cfg.to_str().unwrap()], Some(SECRET));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    let cfg = temp_config(r#"{"WebSocketServer":{"SecureMode":"tls"}}"#);
+    let (code, _, err) = run(&["--config", cfg.to_str().unwrap()], Some(SECRET));
+    assert_eq!(code, 2, "TLS without paths is a config error: {err}");
+    assert!(err.contains("WebSocketServer.CertificatePath"), "{err}");
+}
+
 /// Collects the child's stderr lines on a thread.
 fn stderr_lines(child: &mut Child) -> (Receiver<String>, std::thread::JoinHandle<()>) {
     let (tx, rx) = unbounded();

@@ -369,13 +369,18 @@ pub(crate) struct ServerContext {
     pub events: EventBus,
     pub services: Services,
     pub sampler: ProcessSampler,
+    /// TLS settings when SecureMode is "tls".
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub started: SystemTime,
     pub started_at: Instant,
     next_connection_id: AtomicU64,
 }
 
 impl ServerContext {
-    pub(crate) fn new(config: Config) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        config: Config,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
         let auth = Authenticator::new(config.keys.clone(), config.auth_required);
         Ok(ServerContext {
             auth,
@@ -388,6 +393,7 @@ impl ServerContext {
             events: EventBus::default(),
             services: Services::default(),
             sampler: ProcessSampler::new(),
+            tls,
             started: SystemTime::now(),
             started_at: Instant::now(),
             next_connection_id: AtomicU64::new(1),

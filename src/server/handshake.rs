@@ -21,6 +21,7 @@ use tungstenite::{WebSocket, accept_hdr_with_config};
 
 use crate::server::auth::{Credential, Identity};
 use crate::server::context::{ConnState, ConnectionShared, ServerContext};
+use crate::server::tls;
 use crate::wake::{self, Interest};
 
 /// Largest request head accepted; larger gets 431.
@@ -40,10 +41,12 @@ const WRITE_BATCH_BYTES: usize = 16 * 1024;
 /// Read buffer for tungstenite: small, because it is allocated per connection.
 pub(crate) const READ_BUFFER_BYTES: usize = 4096;
 
-/// The client's socket, replaying the request head we read to tungstenite's handshake.
+/// The client's socket (plain, or TLS through rustls), replaying the request head we read to
+/// tungstenite's handshake.
 #[derive(Debug)]
 pub(crate) struct ClientStream {
     tcp: Arc<TcpStream>,
+    tls: Option<Box<rustls::ServerConnection>>,
     replay: Vec<u8>,
     replay_pos: usize,
 }
@@ -67,16 +70,25 @@ impl Read for ClientStream {
             }
             return Ok(n);
         }
-        (&*self.tcp).read(buf)
+        match &mut self.tls {
+            Some(conn) => tls::read(conn, &self.tcp, buf),
+            None => (&*self.tcp).read(buf),
+        }
     }
 }
 
 impl Write for ClientStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.tcp).write(buf)
+        match &mut self.tls {
+            Some(conn) => tls::write(conn, &self.tcp, buf),
+            None => (&*self.tcp).write(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        (&*self.tcp).flush()
+        match &mut self.tls {
+            Some(conn) => tls::write_pending(conn, &self.tcp),
+            None => (&*self.tcp).flush(),
+        }
     }
 }
 
@@ -145,7 +157,29 @@ pub(crate) fn perform(
     tcp: Arc<TcpStream>,
 ) -> Outcome {
     let deadline = wake::after(ctx.config.handshake_timeout);
-    let head_bytes = match read_head(&tcp, conn, ctx, deadline) {
+    let mut stream = ClientStream {
+        tcp,
+        tls: None,
+        replay: Vec::new(),
+        replay_pos: 0,
+    };
+    if let Some(config) = &ctx.tls {
+        let tls_conn = rustls::ServerConnection::new(config.clone()).map(Box::new);
+        let done = tls_conn.map_err(|e| e.to_string()).and_then(|mut c| {
+            tls::handshake(&mut c, &stream.tcp, deadline)?;
+            Ok(c)
+        });
+        match done {
+            Ok(c) => stream.tls = Some(c),
+            Err(why) => {
+                ctx.metrics.count_rejection("tls_failed");
+                log::info!("conn {} {}: {why}; closed", conn.id, conn.peer);
+                conn.set_state(ConnState::Failed, &ctx.metrics);
+                return Outcome::Finished;
+            }
+        }
+    }
+    let head_bytes = match read_head(&mut stream, conn, ctx, deadline) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return Outcome::Finished, // shutdown, or the client went away
         Err(HeadError::Timeout) => {
@@ -166,25 +200,27 @@ pub(crate) fn perform(
                 "invalid_message",
                 "request head over 8 KiB",
             );
-            return reject(ctx, conn, tcp, r, deadline);
+            return reject(ctx, conn, stream, r, deadline);
         }
-        Err(HeadError::Malformed(why)) => return reject(ctx, conn, tcp, malformed(&why), deadline),
+        Err(HeadError::Malformed(why)) => {
+            return reject(ctx, conn, stream, malformed(&why), deadline);
+        }
     };
     let head = match parse_head(&head_bytes) {
         Ok(h) => h,
-        Err(why) => return reject(ctx, conn, tcp, malformed(&why), deadline),
+        Err(why) => return reject(ctx, conn, stream, malformed(&why), deadline),
     };
     if !head.is_upgrade || !head.is_get {
         if head.is_get && head.path == "/health" {
             write_response(
-                &tcp,
+                &mut stream,
                 200,
                 "OK",
                 &[],
                 &json!({"status": "ok"}).to_string(),
                 deadline,
             );
-            linger_and_close(&tcp, deadline);
+            linger_and_close(&mut stream, deadline);
             conn.set_state(ConnState::Closed, &ctx.metrics);
             return Outcome::Finished;
         }
@@ -196,17 +232,13 @@ pub(crate) fn perform(
         )
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13");
-        return reject(ctx, conn, tcp, r, deadline);
+        return reject(ctx, conn, stream, r, deadline);
     }
     let admitted = match admit(ctx, conn, &head) {
         Ok(a) => a,
-        Err(r) => return reject(ctx, conn, tcp, r, deadline),
+        Err(r) => return reject(ctx, conn, stream, r, deadline),
     };
-    let stream = ClientStream {
-        tcp,
-        replay: head_bytes,
-        replay_pos: 0,
-    };
+    stream.replay = head_bytes;
     match upgrade(ctx, conn, stream, admitted.protocol.clone(), deadline) {
         Some(ws) => Outcome::Upgraded {
             ws: Box::new(ws),
@@ -238,7 +270,7 @@ enum HeadError {
 
 /// Reads until the end of the request head (`\r\n\r\n`), the deadline, or shutdown.
 fn read_head(
-    mut tcp: &TcpStream,
+    stream: &mut ClientStream,
     conn: &ConnectionShared,
     ctx: &ServerContext,
     deadline: Instant,
@@ -248,7 +280,7 @@ fn read_head(
     let mut ready = Vec::with_capacity(2);
     let interests = [
         Interest {
-            fd: tcp.as_raw_fd(),
+            fd: stream.raw_fd(),
             read: true,
             write: false,
         },
@@ -259,7 +291,7 @@ fn read_head(
         },
     ];
     loop {
-        match tcp.read(&mut chunk) {
+        match stream.read(&mut chunk) {
             Ok(0) => return Ok(None),
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
@@ -469,7 +501,7 @@ fn upgrade(
     protocol: Option<String>,
     deadline: Instant,
 ) -> Option<WebSocket<ClientStream>> {
-    let fd = stream.tcp.as_raw_fd();
+    let fd = stream.raw_fd();
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BATCH_BYTES)
@@ -525,7 +557,7 @@ fn upgrade(
 fn reject(
     ctx: &ServerContext,
     conn: &ConnectionShared,
-    tcp: Arc<TcpStream>,
+    mut stream: ClientStream,
     r: Rejection,
     deadline: Instant,
 ) -> Outcome {
@@ -542,21 +574,21 @@ fn reject(
         json!({"error": {"code": r.code, "message": r.message, "details": {"status": r.status}}});
     let headers: Vec<(&str, String)> = r.headers.iter().map(|(k, v)| (*k, v.clone())).collect();
     write_response(
-        &tcp,
+        &mut stream,
         r.status,
         r.reason,
         &headers,
         &body.to_string(),
         deadline,
     );
-    linger_and_close(&tcp, deadline);
+    linger_and_close(&mut stream, deadline);
     conn.set_state(r.state, &ctx.metrics);
     Outcome::Finished
 }
 
 /// Writes a complete HTTP response (best effort until `deadline`).
 fn write_response(
-    mut tcp: &TcpStream,
+    stream: &mut ClientStream,
     status: u16,
     reason: &str,
     headers: &[(&str, String)],
@@ -574,13 +606,22 @@ fn write_response(
     text.push_str(body);
     let mut bytes = text.as_bytes();
     let interest = [Interest {
-        fd: tcp.as_raw_fd(),
+        fd: stream.raw_fd(),
         read: false,
         write: true,
     }];
     let mut ready = Vec::with_capacity(1);
-    while !bytes.is_empty() {
-        match tcp.write(bytes) {
+    loop {
+        let step = if bytes.is_empty() {
+            // Everything is with us or rustls: push it to the socket.
+            match stream.flush() {
+                Ok(()) => return,
+                Err(e) => Err(e),
+            }
+        } else {
+            stream.write(bytes)
+        };
+        match step {
             Ok(0) => return,
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -598,7 +639,12 @@ fn write_response(
 
 /// Half-closes and discards what the client still sends for a short while, so it reads our
 /// response instead of a connection reset.
-fn linger_and_close(tcp: &TcpStream, deadline: Instant) {
+fn linger_and_close(stream: &mut ClientStream, deadline: Instant) {
+    if let Some(conn) = &mut stream.tls {
+        conn.send_close_notify();
+        let _ = tls::write_pending(conn, &stream.tcp);
+    }
+    let tcp: &TcpStream = &stream.tcp;
     let _ = tcp.shutdown(Shutdown::Write);
     let until = deadline.min(wake::after(LINGER_AFTER_REJECT));
     let interest = [Interest {

@@ -13,6 +13,7 @@ mod shutdown;
 pub(crate) mod status;
 mod system_channel;
 mod threads;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,9 +51,13 @@ impl Server {
     /// be created.
     pub fn start(config: Config) -> Result<ServerHandle, Error> {
         config.validate()?;
+        let tls = match (&config.certificate_path, &config.key_path) {
+            (Some(cert), Some(key)) if config.tls => Some(tls::server_config(cert, key)?),
+            _ => None,
+        };
         let listeners = listener::bind(&config)?;
         let ctx = Arc::new(
-            ServerContext::new(config)
+            ServerContext::new(config, tls)
                 .map_err(|e| Error::io("creating the shutdown wake descriptor", e))?,
         );
         ctx.state.lock().bound = listeners

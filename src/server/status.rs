@@ -170,7 +170,7 @@ pub(crate) fn info_object(ctx: &ServerContext) -> Value {
         "protocol": c.protocol,
         "port": port,
         "bound": bound,
-        "tls": false,
+        "tls": ctx.tls.is_some(),
         "auth_required": c.auth_required,
         "channels": ctx.dispatch.channels(),
         "limits": {
