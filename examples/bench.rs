@@ -86,7 +86,8 @@ impl ServerProc {
         let cfg = std::env::temp_dir().join(format!("hws-bench-{}.json", std::process::id()));
         let body = json!({"WebSocketServer": {
             "Port": 0, "Interface": "127.0.0.1", "MaxConnections": 5000, "MaxConnectionsPerIp": 5000,
-            "ShutdownTimeouts": {"CloseWaitMs": 2000, "JoinMs": 5000}},
+            "ShutdownTimeouts": {"CloseWaitMs": 2000, "JoinMs": 5000},
+            "RateLimit": {"MessagesPerSecond": 0, "HandshakesPerMinutePerIp": 0}},
             "Logging": {"Level": "warn"}});
         std::fs::write(&cfg, body.to_string()).unwrap();
         let mut child = pinned(BIN, cpu)

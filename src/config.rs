@@ -79,6 +79,37 @@ pub struct Config {
     pub handler_timeout: Duration,
     /// `Delivery`: acknowledgements, sessions and replay.
     pub delivery: DeliveryConfig,
+    /// `RateLimit`: per-connection message rate, blocking abusive addresses.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// The `RateLimit` section (SPEC §3).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RateLimitConfig {
+    /// `MessagesPerSecond` (50): sustained messages per connection; 0 = unlimited.
+    pub messages_per_second: u32,
+    /// `Burst` (100): messages a connection may send at once before the rate applies.
+    pub burst: u32,
+    /// `ViolationsBeforeBlock` (20): rate-limited messages and failed authentications from one
+    /// address before it is blocked.
+    pub violations_before_block: u32,
+    /// `BlockSeconds` (60): how long a blocked address gets 429.
+    pub block: Duration,
+    /// `HandshakesPerMinutePerIp` (120): upgrade attempts per address per minute; 0 = unlimited.
+    pub handshakes_per_minute_per_ip: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            messages_per_second: 50,
+            burst: 100,
+            violations_before_block: 20,
+            block: Duration::from_secs(60),
+            handshakes_per_minute_per_ip: 120,
+        }
+    }
 }
 
 /// The `Delivery` section (SPEC §9).
@@ -142,6 +173,7 @@ impl Default for Config {
             log_level: "info".into(),
             handler_timeout: Duration::from_millis(10000),
             delivery: DeliveryConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -243,13 +275,10 @@ impl Config {
         if let Some(v) = s.take_str("KeyPath")? {
             cfg.key_path = Some(PathBuf::from(v));
         }
-        for ignored in [
-            "CertificatePath",
-            "KeyPath",
-            "Jwt",
-            "SessionTokens",
-            "RateLimit",
-        ] {
+        if let Some(v) = s.take("RateLimit") {
+            cfg.rate_limit = parse_rate_limit(&v, &mut report)?;
+        }
+        for ignored in ["Jwt", "SessionTokens"] {
             if let Some(v) = s.take(ignored)
                 && !v.is_null()
             {
@@ -416,6 +445,12 @@ impl Config {
             "OutboundQueueLimit": self.outbound_queue_limit,
             "StatusIntervalMs": self.status_interval.map_or(0, ms), "HandlerTimeoutMs": ms(self.handler_timeout),
             "ShutdownTimeouts": {"CloseWaitMs": ms(self.close_wait), "JoinMs": ms(self.join_timeout)},
+            "RateLimit": {
+                "MessagesPerSecond": self.rate_limit.messages_per_second, "Burst": self.rate_limit.burst,
+                "ViolationsBeforeBlock": self.rate_limit.violations_before_block,
+                "BlockSeconds": self.rate_limit.block.as_secs(),
+                "HandshakesPerMinutePerIp": self.rate_limit.handshakes_per_minute_per_ip,
+            },
             "Delivery": {
                 "AckTimeoutMs": ms(self.delivery.ack_timeout), "MaxRetries": self.delivery.max_retries,
                 "SessionResumeSeconds": self.delivery.session_resume.as_secs(),
@@ -500,6 +535,32 @@ fn parse_delivery(v: &Value, report: &mut LoadReport) -> Result<DeliveryConfig, 
     }
     report.warnings.extend(s.unknown_keys());
     Ok(d)
+}
+
+fn parse_rate_limit(v: &Value, report: &mut LoadReport) -> Result<RateLimitConfig, Error> {
+    let map = Section::as_object(v, "WebSocketServer.RateLimit")?;
+    let mut s = Section::new("WebSocketServer.RateLimit", &map);
+    let mut r = RateLimitConfig::default();
+    if let Some(v) = s.take_int("MessagesPerSecond", 0, 1_000_000)? {
+        r.messages_per_second = v as u32;
+    }
+    if let Some(v) = s.take_int("Burst", 1, 1_000_000)? {
+        r.burst = v as u32;
+    }
+    if let Some(v) = s.take_int("ViolationsBeforeBlock", 1, 1_000_000)? {
+        r.violations_before_block = v as u32;
+    }
+    if let Some(v) = s.take_int("BlockSeconds", 0, 86_400)? {
+        r.block = Duration::from_secs(v);
+    }
+    if let Some(v) = s.take_int("BlockMs", 0, 86_400_000)? {
+        r.block = Duration::from_millis(v);
+    }
+    if let Some(v) = s.take_int("HandshakesPerMinutePerIp", 0, 1_000_000)? {
+        r.handshakes_per_minute_per_ip = v as u32;
+    }
+    report.warnings.extend(s.unknown_keys());
+    Ok(r)
 }
 
 fn parse_level(v: &Value, key: &str) -> Result<String, Error> {
@@ -694,7 +755,7 @@ mod tests {
         unsafe { std::env::remove_var("HWS_TEST_UNSET_KEY") };
         let (c, r) = Config::from_json_str(
             r#"{"WebSocketServer":{"IdleTimeoutMs":250,"Keys":[{"Name":"a","Key":"${env.HWS_TEST_UNSET_KEY}","Role":"viewer"}],
-                "RateLimit":{"MessagesPerSecond":5}}}"#,
+                "Jwt":{"PublicKeyPath":"x"}}}"#,
         )
         .unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_millis(250)));
@@ -705,7 +766,7 @@ mod tests {
         assert!(
             r.warnings
                 .iter()
-                .any(|w| w.contains("RateLimit") && w.contains("not enforced"))
+                .any(|w| w.contains("Jwt") && w.contains("not enforced"))
         );
         let (c, _) =
             Config::from_json_str(r#"{"WebSocketServer":{"SecureMode":"tls","Key":"k"}}"#).unwrap();

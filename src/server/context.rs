@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::server::auth::{Authenticator, Identity};
 use crate::server::dispatch::Dispatcher;
 use crate::server::events::{EventBody, EventBus};
+use crate::server::limits::Limits;
 use crate::server::service::Services;
 use crate::server::status::ProcessSampler;
 use crate::server::threads::ThreadRegistry;
@@ -368,6 +369,7 @@ pub(crate) struct ServerContext {
     pub dispatch: Dispatcher,
     pub events: EventBus,
     pub services: Services,
+    pub limits: Limits,
     pub sampler: ProcessSampler,
     /// TLS settings when SecureMode is "tls".
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -392,6 +394,7 @@ impl ServerContext {
             dispatch: Dispatcher::new(),
             events: EventBus::default(),
             services: Services::default(),
+            limits: Limits::new(config.rate_limit.clone()),
             sampler: ProcessSampler::new(),
             tls,
             started: SystemTime::now(),

@@ -122,6 +122,7 @@ struct Rejection {
     message: String,
     headers: Vec<(&'static str, String)>,
     state: ConnState,
+    violation: bool,
 }
 
 impl Rejection {
@@ -138,6 +139,7 @@ impl Rejection {
             message: message.into(),
             headers: Vec::new(),
             state: ConnState::Failed,
+            violation: false,
         }
     }
     fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -146,6 +148,11 @@ impl Rejection {
     }
     fn state(mut self, state: ConnState) -> Self {
         self.state = state;
+        self
+    }
+    /// Counts against the address's ViolationsBeforeBlock (failed authentication).
+    fn violation(mut self) -> Self {
+        self.violation = true;
         self
     }
 }
@@ -378,6 +385,29 @@ fn admit(
     head: &RequestHead,
 ) -> Result<Admitted, Rejection> {
     let config = &ctx.config;
+    let ip = conn.peer.ip();
+    if let Some(left) = ctx.limits.blocked_for(ip) {
+        let secs = left.as_secs() + 1;
+        return Err(Rejection::new(
+            429,
+            "Too Many Requests",
+            "rate_limited",
+            format!("{ip} is blocked for {secs} more seconds after repeated violations"),
+        )
+        .header("Retry-After", secs.to_string()));
+    }
+    if !ctx.limits.admit_handshake(ip) {
+        return Err(Rejection::new(
+            429,
+            "Too Many Requests",
+            "rate_limited",
+            format!(
+                "more than {} upgrade attempts from {ip} this minute (HandshakesPerMinutePerIp)",
+                ctx.limits.config().handshakes_per_minute_per_ip
+            ),
+        )
+        .header("Retry-After", "60"));
+    }
     let protocol = head
         .protocols
         .iter()
@@ -405,13 +435,15 @@ fn admit(
             Err(why) => {
                 return Err(Rejection::new(401, "Unauthorized", "auth_failed", why.0)
                     .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
-                    .state(ConnState::Rejected));
+                    .state(ConnState::Rejected)
+                    .violation());
             }
         },
         Some(Err(why)) => {
             return Err(Rejection::new(401, "Unauthorized", "auth_failed", why)
                 .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
-                .state(ConnState::Rejected));
+                .state(ConnState::Rejected)
+                .violation());
         }
         None => ctx.auth.anonymous(),
     };
@@ -562,6 +594,9 @@ fn reject(
     deadline: Instant,
 ) -> Outcome {
     ctx.metrics.count_rejection(r.code);
+    if r.violation {
+        ctx.limits.violation(conn.peer.ip());
+    }
     log::info!(
         "conn {} {}: handshake rejected: {} {} ({})",
         conn.id,

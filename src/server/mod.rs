@@ -7,6 +7,7 @@ pub(crate) mod context;
 mod dispatch;
 mod events;
 mod handshake;
+mod limits;
 mod listener;
 mod service;
 mod shutdown;

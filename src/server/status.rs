@@ -148,6 +148,7 @@ pub(crate) fn status_object(ctx: &ServerContext) -> Value {
         "bytes_out": m.bytes_out.load(Ordering::Relaxed),
         "rejected": rejected,
         "handler_backlog": ctx.dispatch.backlog(),
+        "blocked_addresses": ctx.limits.blocked_count(),
         "events": ctx.events.figures(),
         "services": ctx.services.figures(),
     })
@@ -239,5 +240,6 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
         }
         next_expiry = ctx.events.expire(resume);
         ctx.services.sweep();
+        ctx.limits.sweep();
     }
 }

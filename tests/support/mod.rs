@@ -32,6 +32,9 @@ pub fn test_config() -> Config {
     // Every test client comes from 127.0.0.1; the per-address limit has its own test.
     c.max_connections_per_ip = 10_000;
     c.max_connections = 2_000;
+    // Tests send fast and reconnect often; the limits have their own tests.
+    c.rate_limit.messages_per_second = 0;
+    c.rate_limit.handshakes_per_minute_per_ip = 0;
     c.keys = vec![
         ApiKey::new("admin", Secret::new(ADMIN_KEY), Role::Admin),
         ApiKey::new("operator", Secret::new(OPERATOR_KEY), Role::Operator),

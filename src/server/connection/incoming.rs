@@ -198,6 +198,24 @@ impl Connection {
         }
     }
 
+    /// A message over the connection's rate: dropped with `rate_limited`; enough of them
+    /// (with other violations from the address) close the connection and block the address.
+    pub(super) fn rate_limited(&mut self) {
+        self.ctx.metrics.count_rejection("rate_limited");
+        let limits = self.ctx.limits.config();
+        let err = WireError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "over {} messages per second (burst {}): message dropped; slow down",
+                limits.messages_per_second, limits.burst
+            ),
+        );
+        self.send(message::bare_error(&err));
+        if self.ctx.limits.violation(self.shared.peer.ip()) {
+            self.start_close(1008, "rate limit exceeded");
+        }
+    }
+
     /// `auth_failed` (as a response when the id is known) and close 1008.
     pub(super) fn fail_auth(&mut self, to: Option<&ReplyTo>, why: &str) {
         log::info!(
@@ -206,6 +224,7 @@ impl Connection {
             self.shared.peer
         );
         self.ctx.metrics.count_rejection("auth_failed");
+        self.ctx.limits.violation(self.shared.peer.ip());
         let err = WireError::new(ErrorCode::AuthFailed, why);
         self.send(message::error_reply(to, &err));
         self.rejected = true;

@@ -23,6 +23,7 @@ use crate::server::auth::Identity;
 use crate::server::context::{ConnState, ConnectionShared, Metrics, Outbound, ServerContext};
 use crate::server::events::{self, EventBody, Session};
 use crate::server::handshake::{self, ClientStream, Outcome};
+use crate::server::limits::TokenBucket;
 use crate::server::threads::{ThreadRegistry, ThreadRole};
 use crate::wake::{self, Interest, Readiness, Waker};
 
@@ -189,6 +190,8 @@ struct Connection {
     ack_timers: VecDeque<(Instant, u64)>,
     /// Events taken off the queue, written highest priority first.
     batch: Vec<(u64, Arc<EventBody>)>,
+    /// This connection's message allowance (RateLimit).
+    bucket: TokenBucket,
 }
 
 impl Connection {
@@ -201,6 +204,7 @@ impl Connection {
     ) -> Self {
         let now = Instant::now();
         let auth_deadline = identity.is_none().then(|| now + ctx.config.auth_timeout);
+        let ctx_rate = ctx.config.rate_limit.clone();
         *shared.identity.lock() = identity.clone();
         shared.set_state(ConnState::Established, &ctx.metrics);
         shared.set_state(
@@ -250,6 +254,7 @@ impl Connection {
             session: None,
             ack_timers: VecDeque::new(),
             batch: Vec::new(),
+            bucket: TokenBucket::new(&ctx_rate),
         }
     }
 
@@ -321,6 +326,10 @@ impl Connection {
                             .set_state(ConnState::Connected, &self.ctx.metrics);
                     }
                     match msg {
+                        Message::Text(_) | Message::Binary(_) if !self.bucket.take(now) => {
+                            self.last_message = now;
+                            self.rate_limited();
+                        }
                         Message::Text(text) => {
                             self.last_message = now;
                             self.shared

@@ -1,0 +1,143 @@
+//! SPEC §3 `RateLimit`: message rate per connection, blocking after violations (rate and
+//! failed authentication), handshakes per minute per address.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+fn upgrade_with(key: &str) -> String {
+    upgrade_request(
+        "/",
+        &format!("Authorization: Key {key}\r\nSec-WebSocket-Protocol: {PROTOCOL}\r\n"),
+    )
+}
+
+#[test]
+fn messages_over_the_rate_are_dropped_with_rate_limited() {
+    let server = start_with(|c| {
+        c.rate_limit.messages_per_second = 20;
+        c.rate_limit.burst = 5;
+        c.rate_limit.violations_before_block = 1000;
+    });
+    let mut ws = connect(server.bound_addr(), Some(VIEWER_KEY));
+    for i in 0..30 {
+        send(
+            &mut ws,
+            &command(&format!("p{i}"), "system", "ping", json!({})),
+        );
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..30 {
+        let v = recv_json(&mut ws);
+        if v["status"] == "ok" {
+            ok += 1;
+        } else {
+            assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("20 messages per second")
+            );
+            limited += 1;
+        }
+    }
+    assert!(
+        (5..=10).contains(&ok),
+        "burst of 5 (plus what refilled meanwhile), got {ok}"
+    );
+    assert_eq!(ok + limited, 30);
+    // After a pause the allowance is back.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        request(&mut ws, "later", "system", "ping", json!({}))["status"],
+        "ok"
+    );
+}
+
+#[test]
+fn violations_close_1008_and_block_the_address_until_block_seconds_pass() {
+    let block = Duration::from_millis(500);
+    let server = start_with(|c| {
+        c.rate_limit.messages_per_second = 1;
+        c.rate_limit.burst = 1;
+        c.rate_limit.violations_before_block = 3;
+        c.rate_limit.block = block;
+    });
+    let mut ws = connect(server.bound_addr(), Some(VIEWER_KEY));
+    for i in 0..5 {
+        send(
+            &mut ws,
+            &command(&format!("p{i}"), "system", "ping", json!({})),
+        );
+    }
+    let close = expect_close(&mut ws).expect("close frame");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "rate limit exceeded");
+    let blocked_at = Instant::now();
+    let (status, head, body) = raw_http(server.bound_addr(), &upgrade_with(VIEWER_KEY));
+    assert_eq!(status, 429);
+    assert!(head.contains("Retry-After"), "{head}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocked")
+    );
+    assert_eq!(server.status()["blocked_addresses"], 1);
+    wait_for("the block to end", || {
+        try_connect(server.bound_addr(), Some(VIEWER_KEY), "/", Some(PROTOCOL)).is_ok()
+    });
+    assert!(blocked_at.elapsed() >= block - Duration::from_millis(50));
+}
+
+#[test]
+fn repeated_auth_failures_block_the_address() {
+    let server = start_with(|c| {
+        c.rate_limit.violations_before_block = 3;
+        c.rate_limit.block = Duration::from_secs(30);
+    });
+    assert_eq!(
+        raw_http(server.bound_addr(), &upgrade_with("wrong-1")).0,
+        401
+    );
+    assert_eq!(
+        raw_http(server.bound_addr(), &upgrade_with("wrong-2")).0,
+        401
+    );
+    // The third failure is a late authentication.
+    let mut late = connect(server.bound_addr(), None);
+    let r = request(&mut late, "a", "system", "auth", json!({"key": "wrong-3"}));
+    assert_eq!(r["error"]["code"], "auth_failed");
+    // Now even the right key is refused from this address.
+    let (status, _, body) = raw_http(server.bound_addr(), &upgrade_with(VIEWER_KEY));
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+#[test]
+fn handshakes_per_minute_per_address() {
+    let server = start_with(|c| c.rate_limit.handshakes_per_minute_per_ip = 3);
+    for _ in 0..3 {
+        let _ = connect(server.bound_addr(), Some(VIEWER_KEY));
+    }
+    let (status, head, body) = raw_http(server.bound_addr(), &upgrade_with(VIEWER_KEY));
+    assert_eq!(status, 429);
+    assert!(head.contains("Retry-After: 60"), "{head}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HandshakesPerMinutePerIp")
+    );
+    // Plain requests (health checks) are not upgrade attempts.
+    assert_eq!(
+        raw_http(server.bound_addr(), "GET /health HTTP/1.1\r\n\r\n").0,
+        200
+    );
+}
