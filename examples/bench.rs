@@ -7,9 +7,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
@@ -83,12 +84,24 @@ impl ServerProc {
 
     /// Starts the server, pinned to `cpu` when given (all its threads inherit it).
     fn start_on(cpu: Option<usize>) -> ServerProc {
-        let cfg = std::env::temp_dir().join(format!("hws-bench-{}.json", std::process::id()));
-        let body = json!({"WebSocketServer": {
+        Self::start_with(cpu, json!({}))
+    }
+
+    /// Like [`ServerProc::start_on`], with `extra` settings merged into `WebSocketServer`.
+    fn start_with(cpu: Option<usize>, extra: Value) -> ServerProc {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cfg = std::env::temp_dir().join(format!("hws-bench-{}-{n}.json", std::process::id()));
+        let mut body = json!({"WebSocketServer": {
             "Port": 0, "Interface": "127.0.0.1", "MaxConnections": 5000, "MaxConnectionsPerIp": 5000,
             "ShutdownTimeouts": {"CloseWaitMs": 2000, "JoinMs": 5000},
             "RateLimit": {"MessagesPerSecond": 0, "HandshakesPerMinutePerIp": 0}},
             "Logging": {"Level": "warn"}});
+        if let (Some(section), Some(extra)) =
+            (body["WebSocketServer"].as_object_mut(), extra.as_object())
+        {
+            section.extend(extra.clone());
+        }
         std::fs::write(&cfg, body.to_string()).unwrap();
         let mut child = pinned(BIN, cpu)
             .args(["--config", cfg.to_str().unwrap()])
@@ -159,17 +172,36 @@ impl ServerProc {
 }
 
 fn connect(addr: SocketAddr) -> Ws {
-    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    upgrade(tcp, &format!("ws://{addr}/"))
+}
+
+type Wss = WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
+
+fn connect_tls(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> Wss {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+    upgrade(
+        rustls::StreamOwned::new(conn, tcp),
+        &format!("wss://localhost:{}/", addr.port()),
+    )
+}
+
+/// The WebSocket handshake over `stream`, then the welcome event read and dropped.
+fn upgrade<S: Read + Write>(stream: S, url: &str) -> WebSocket<S> {
+    let mut req = url.into_client_request().unwrap();
     req.headers_mut()
         .insert("Authorization", format!("Key {KEY}").parse().unwrap());
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         "hydrogen-protocol".parse().unwrap(),
     );
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_nodelay(true).unwrap();
-    tcp.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
-    let (mut ws, _) = tungstenite::client(req, tcp).expect("handshake");
+    let (mut ws, _) = tungstenite::client(req, stream).expect("handshake");
     // The system/welcome event comes first; the round trips must not count it.
     match ws.read().expect("welcome") {
         Message::Text(t) => assert!(t.as_str().contains("\"welcome\""), "{t}"),
@@ -178,7 +210,7 @@ fn connect(addr: SocketAddr) -> Ws {
     ws
 }
 
-fn ping(ws: &mut Ws, id: u64) {
+fn ping<S: Read + Write>(ws: &mut WebSocket<S>, id: u64) {
     let text = format!(r#"{{"type":"command","id":"{id}","channel":"system","action":"ping"}}"#);
     ws.send(Message::Text(text.into())).unwrap();
     loop {
@@ -214,10 +246,48 @@ fn run_tcp_echo() {
     }
 }
 
-/// Paired round trips: a 64-byte TCP echo (a separate process: the floor of this machine)
-/// and a `system/ping` to the server, alternating sample by sample so that the machine's
-/// noise hits both alike. Returns (tcp µs, ping µs), each sorted.
-fn paired_rtts(addr: SocketAddr) -> (Vec<f64>, Vec<f64>) {
+/// A certificate for `localhost` generated for this run, its PEM files, and a client config
+/// that trusts it.
+struct TlsMaterial {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn tls_material() -> TlsMaterial {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir();
+    let cert = dir.join(format!("hws-bench-{}-cert.pem", std::process::id()));
+    let key = dir.join(format!("hws-bench-{}-key.pem", std::process::id()));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsMaterial {
+        cert,
+        key,
+        client: Arc::new(client),
+    }
+}
+
+/// Round trips, sorted (µs), of the four targets measured in turn, sample by sample.
+struct RoundTrips {
+    tcp: Vec<f64>,
+    ws: Vec<f64>,
+    ws_limited: Vec<f64>,
+    wss: Vec<f64>,
+}
+
+/// The TCP floor, a ws server, a ws server whose rate limiter is on (but never limits), and
+/// a wss server, all pinned to SERVER_CPU, measured from a client thread on CLIENT_CPU with
+/// samples interleaved so that noise hits every target alike.
+fn round_trip_matrix(tls: &TlsMaterial) -> RoundTrips {
     let me = std::env::current_exe().unwrap();
     let mut echo = pinned(me.to_str().unwrap(), Some(SERVER_CPU))
         .arg("--tcp-echo")
@@ -228,33 +298,83 @@ fn paired_rtts(addr: SocketAddr) -> (Vec<f64>, Vec<f64>) {
     BufReader::new(echo.stdout.take().unwrap())
         .read_line(&mut port)
         .unwrap();
-    let echo_addr: SocketAddr = format!("127.0.0.1:{}", port.trim()).parse().unwrap();
-    let mut tcp = TcpStream::connect(echo_addr).unwrap();
+    let mut tcp = TcpStream::connect(format!("127.0.0.1:{}", port.trim())).unwrap();
     tcp.set_nodelay(true).unwrap();
-    let mut ws = connect(addr);
-    let mut buf = [7u8; 64];
-    let (mut tcp_us, mut ping_us) = (
-        Vec::with_capacity(PING_SAMPLES),
-        Vec::with_capacity(PING_SAMPLES),
+    let plain = ServerProc::start_on(Some(SERVER_CPU));
+    let limited = ServerProc::start_with(
+        Some(SERVER_CPU),
+        json!({"RateLimit": {"MessagesPerSecond": 1_000_000, "Burst": 1_000_000, "HandshakesPerMinutePerIp": 0}}),
     );
+    let secure = ServerProc::start_with(
+        Some(SERVER_CPU),
+        json!({"SecureMode": "tls", "CertificatePath": tls.cert, "KeyPath": tls.key}),
+    );
+    pin_this_thread(CLIENT_CPU);
+    let (mut ws, mut ws_limited, mut wss) = (
+        connect(plain.addr),
+        connect(limited.addr),
+        connect_tls(secure.addr, &tls.client),
+    );
+    let mut out = RoundTrips {
+        tcp: Vec::new(),
+        ws: Vec::new(),
+        ws_limited: Vec::new(),
+        wss: Vec::new(),
+    };
+    let mut buf = [7u8; 64];
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e6
+    };
     for i in 0..(PING_SAMPLES + 500) as u64 {
-        let t = Instant::now();
-        tcp.write_all(&buf).unwrap();
-        tcp.read_exact(&mut buf).unwrap();
-        let tcp_sample = t.elapsed().as_secs_f64() * 1e6;
-        let t = Instant::now();
-        ping(&mut ws, i);
-        let ping_sample = t.elapsed().as_secs_f64() * 1e6;
+        let a = time(&mut || {
+            tcp.write_all(&buf).unwrap();
+            tcp.read_exact(&mut buf).unwrap();
+        });
+        let b = time(&mut || ping(&mut ws, i));
+        let c = time(&mut || ping(&mut ws_limited, i));
+        let d = time(&mut || ping(&mut wss, i));
         if i >= 500 {
-            tcp_us.push(tcp_sample);
-            ping_us.push(ping_sample);
+            out.tcp.push(a);
+            out.ws.push(b);
+            out.ws_limited.push(c);
+            out.wss.push(d);
         }
     }
+    unpin_this_thread();
     drop(tcp);
     echo.wait().unwrap();
-    tcp_us.sort_by(f64::total_cmp);
-    ping_us.sort_by(f64::total_cmp);
-    (tcp_us, ping_us)
+    for s in [plain, limited, secure] {
+        s.stop();
+    }
+    for v in [&mut out.tcp, &mut out.ws, &mut out.ws_limited, &mut out.wss] {
+        v.sort_by(f64::total_cmp);
+    }
+    out
+}
+
+/// Sequential handshakes per second (connect, welcome, close) against ws and wss servers.
+fn handshakes_per_second(tls: &TlsMaterial) -> (f64, f64) {
+    let plain = ServerProc::start();
+    let secure = ServerProc::start_with(
+        None,
+        json!({"SecureMode": "tls", "CertificatePath": tls.cert, "KeyPath": tls.key}),
+    );
+    let count = |f: &mut dyn FnMut()| {
+        let end = Instant::now() + Duration::from_secs(2);
+        let mut n = 0u32;
+        while Instant::now() < end {
+            f();
+            n += 1;
+        }
+        f64::from(n) / 2.0
+    };
+    let ws = count(&mut || drop(connect(plain.addr)));
+    let wss = count(&mut || drop(connect_tls(secure.addr, &tls.client)));
+    plain.stop();
+    secure.stop();
+    (ws, wss)
 }
 
 fn throughput(addr: SocketAddr) -> f64 {
@@ -505,12 +625,18 @@ fn main() {
         return run_tcp_echo();
     }
     if std::env::args().any(|a| a == "--rtt-only") {
-        let server = ServerProc::start_on(Some(SERVER_CPU));
-        pin_this_thread(CLIENT_CPU);
-        let (tcp, rtt) = paired_rtts(server.addr);
-        server.stop();
-        let (t, p) = (percentile(&tcp, 0.5), percentile(&rtt, 0.5));
-        println!("tcp p50 {t:.1} µs, ping p50 {p:.1} µs, ratio {:.2}", p / t);
+        let t = round_trip_matrix(&tls_material());
+        let m = |v: &Vec<f64>| percentile(v, 0.5);
+        println!(
+            "p50 µs: tcp {:.1}, ws {:.1}, ws+limiter {:.1}, wss {:.1}; ws/tcp {:.2}, limiter {:.3}, wss/ws {:.2}",
+            m(&t.tcp),
+            m(&t.ws),
+            m(&t.ws_limited),
+            m(&t.wss),
+            m(&t.ws) / m(&t.tcp),
+            m(&t.ws_limited) / m(&t.ws),
+            m(&t.wss) / m(&t.ws)
+        );
         return;
     }
     if std::env::args().any(|a| a == "--fanout-only") {
@@ -541,11 +667,10 @@ fn main() {
     // Round trips: the client on one CPU, the echo and the server both on the other, so that
     // both take the same (cross-CPU) path; left to the scheduler, a process woken on the
     // client's own CPU skips an inter-processor wake-up and the floor moves 4x between runs.
-    let server = ServerProc::start_on(Some(SERVER_CPU));
-    pin_this_thread(CLIENT_CPU);
-    let (tcp, rtt) = paired_rtts(server.addr);
-    unpin_this_thread();
-    server.stop();
+    let tls = tls_material();
+    let trips = round_trip_matrix(&tls);
+    let (tcp, rtt) = (&trips.tcp, &trips.ws);
+    let (hs_ws, hs_wss) = handshakes_per_second(&tls);
     let server = ServerProc::start();
     let msgs = throughput(server.addr);
     let stop_small = server.stop();
@@ -575,8 +700,13 @@ fn main() {
     let shut100 = shutdown_ms(100);
     let shut1000 = shutdown_ms(1000);
 
-    let (p50, p99) = (percentile(&rtt, 0.5), percentile(&rtt, 0.99));
-    let (t50, t99) = (percentile(&tcp, 0.5), percentile(&tcp, 0.99));
+    let (p50, p99) = (percentile(rtt, 0.5), percentile(rtt, 0.99));
+    let (t50, t99) = (percentile(tcp, 0.5), percentile(tcp, 0.99));
+    let (l50, s50, s99) = (
+        percentile(&trips.ws_limited, 0.5),
+        percentile(&trips.wss, 0.5),
+        percentile(&trips.wss, 0.99),
+    );
     println!("hydrogen-ws bench, {date}, {cpus} CPUs, release build, loopback\n");
     println!("| measure | value | target |");
     println!("|---|---|---|");
@@ -585,6 +715,15 @@ fn main() {
     );
     println!("| `system/ping` round trip, 1 client, p50 / p99 | {p50:.1} / {p99:.1} µs | |");
     println!("| ping p50 ÷ raw TCP p50 | {:.2}× | ≤ 3× |", p50 / t50);
+    println!(
+        "| ping p50 with the rate limiter on ÷ off | {:.3}× ({l50:.1} µs) | < 1.05× |",
+        l50 / p50
+    );
+    println!(
+        "| wss `system/ping` round trip, p50 / p99 | {s50:.1} / {s99:.1} µs ({:.2}× ws) | |",
+        s50 / p50
+    );
+    println!("| handshakes/s, sequential, ws / wss | {hs_ws:.0} / {hs_wss:.0} | |");
     println!(
         "| `system/ping` throughput, {THROUGHPUT_CLIENTS} clients (closed loop) | {msgs:.0} msg/s | |"
     );
