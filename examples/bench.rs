@@ -624,6 +624,12 @@ fn main() {
     if std::env::args().any(|a| a == "--tcp-echo") {
         return run_tcp_echo();
     }
+    if std::env::args().any(|a| a == "--throughput-only") {
+        let server = ServerProc::start();
+        println!("throughput: {:.0} msg/s", throughput(server.addr));
+        server.stop();
+        return;
+    }
     if std::env::args().any(|a| a == "--rtt-only") {
         let t = round_trip_matrix(&tls_material());
         let m = |v: &Vec<f64>| percentile(v, 0.5);
