@@ -34,6 +34,7 @@ $(VENV)/.installed:
 	touch $@
 
 test: $(VENV)/.installed
+	@command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)  # RSA key for the JWT tests
 	HWS_PYTHON=$(VENV_PY) $(CARGO) test
 
 lint:

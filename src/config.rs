@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::Error;
 use crate::server::auth::{ApiKey, Role, Secret};
+use crate::server::jwt::JwtConfig;
 
 /// The server's settings: the `WebSocketServer` section of `config.json`.
 ///
@@ -81,6 +82,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// `RateLimit`: per-connection message rate, blocking abusive addresses.
     pub rate_limit: RateLimitConfig,
+    /// `Jwt` (off): verify `Authorization: Bearer` / `?token=` JWTs.
+    pub jwt: Option<JwtConfig>,
 }
 
 /// The `RateLimit` section (SPEC §3).
@@ -174,6 +177,7 @@ impl Default for Config {
             handler_timeout: Duration::from_millis(10000),
             delivery: DeliveryConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            jwt: None,
         }
     }
 }
@@ -278,7 +282,10 @@ impl Config {
         if let Some(v) = s.take("RateLimit") {
             cfg.rate_limit = parse_rate_limit(&v, &mut report)?;
         }
-        for ignored in ["Jwt", "SessionTokens"] {
+        if let Some(v) = s.take("Jwt") {
+            cfg.jwt = Some(parse_jwt(&v, &mut report)?);
+        }
+        for ignored in ["SessionTokens"] {
             if let Some(v) = s.take(ignored)
                 && !v.is_null()
             {
@@ -381,7 +388,7 @@ impl Config {
     /// Checks what only makes sense for the whole config: with `AuthRequired`, at least one
     /// key must exist. The error says how to set `HYDROGEN_API_KEY`.
     pub fn validate(&self) -> Result<(), Error> {
-        if self.auth_required && self.keys.is_empty() {
+        if self.auth_required && self.keys.is_empty() && self.jwt.is_none() {
             return Err(Error::config(
                 "WebSocketServer.Key",
                 "no API key: AuthRequired is true but HYDROGEN_API_KEY is unset. Set one with \
@@ -451,6 +458,12 @@ impl Config {
                 "BlockSeconds": self.rate_limit.block.as_secs(),
                 "HandshakesPerMinutePerIp": self.rate_limit.handshakes_per_minute_per_ip,
             },
+            "Jwt": self.jwt.as_ref().map(|j| json!({
+                "PublicKeyPath": j.public_key_path.as_ref().map(|p| p.display().to_string()),
+                "JwksPath": j.jwks_path.as_ref().map(|p| p.display().to_string()),
+                "Issuer": j.issuer, "Audience": j.audience, "Algorithms": j.algorithms,
+                "RoleClaim": j.role_claim, "LeewaySeconds": j.leeway_seconds,
+            })),
             "Delivery": {
                 "AckTimeoutMs": ms(self.delivery.ack_timeout), "MaxRetries": self.delivery.max_retries,
                 "SessionResumeSeconds": self.delivery.session_resume.as_secs(),
@@ -561,6 +574,43 @@ fn parse_rate_limit(v: &Value, report: &mut LoadReport) -> Result<RateLimitConfi
     }
     report.warnings.extend(s.unknown_keys());
     Ok(r)
+}
+
+fn parse_jwt(v: &Value, report: &mut LoadReport) -> Result<JwtConfig, Error> {
+    let map = Section::as_object(v, "WebSocketServer.Jwt")?;
+    let mut s = Section::new("WebSocketServer.Jwt", &map);
+    let mut j = JwtConfig {
+        public_key_path: s.take_str("PublicKeyPath")?.map(PathBuf::from),
+        jwks_path: s.take_str("JwksPath")?.map(PathBuf::from),
+        ..JwtConfig::default()
+    };
+    if j.public_key_path.is_some() == j.jwks_path.is_some() {
+        return Err(Error::config(
+            "WebSocketServer.Jwt.PublicKeyPath",
+            "give exactly one of PublicKeyPath and JwksPath",
+        ));
+    }
+    j.issuer = s.take_str("Issuer")?;
+    j.audience = s.take_str("Audience")?;
+    if let Some(v) = s.take("Algorithms") {
+        let names: Option<Vec<String>> = v
+            .as_array()
+            .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect());
+        j.algorithms = names.filter(|n| !n.is_empty()).ok_or_else(|| {
+            Error::config(
+                "WebSocketServer.Jwt.Algorithms",
+                "must be a non-empty array of names like \"RS256\"",
+            )
+        })?;
+    }
+    if let Some(v) = s.take_str("RoleClaim")? {
+        j.role_claim = v;
+    }
+    if let Some(v) = s.take_int("LeewaySeconds", 0, 3600)? {
+        j.leeway_seconds = v;
+    }
+    report.warnings.extend(s.unknown_keys());
+    Ok(j)
 }
 
 fn parse_level(v: &Value, key: &str) -> Result<String, Error> {
@@ -755,7 +805,7 @@ mod tests {
         unsafe { std::env::remove_var("HWS_TEST_UNSET_KEY") };
         let (c, r) = Config::from_json_str(
             r#"{"WebSocketServer":{"IdleTimeoutMs":250,"Keys":[{"Name":"a","Key":"${env.HWS_TEST_UNSET_KEY}","Role":"viewer"}],
-                "Jwt":{"PublicKeyPath":"x"}}}"#,
+                "SessionTokens":{"PrivateKeyPath":"x"}}}"#,
         )
         .unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_millis(250)));
@@ -766,7 +816,7 @@ mod tests {
         assert!(
             r.warnings
                 .iter()
-                .any(|w| w.contains("Jwt") && w.contains("not enforced"))
+                .any(|w| w.contains("SessionTokens") && w.contains("not enforced"))
         );
         let (c, _) =
             Config::from_json_str(r#"{"WebSocketServer":{"SecureMode":"tls","Key":"k"}}"#).unwrap();

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
+use crate::server::jwt::JwtVerifier;
+
 /// What a client may do, from least to most (SPEC §7). `Service` is a device controller
 /// process; it may do what an operator may plus register channels and publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,20 +124,22 @@ pub(crate) enum Credential {
 
 /// Why credentials were refused; the text is safe to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AuthFailure(pub &'static str);
+pub(crate) struct AuthFailure(pub String);
 
 /// Checks credentials against the configured keys.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
     keys: Vec<ApiKey>,
     auth_required: bool,
+    jwt: Option<JwtVerifier>,
 }
 
 impl Authenticator {
-    pub(crate) fn new(keys: Vec<ApiKey>, auth_required: bool) -> Self {
+    pub(crate) fn new(keys: Vec<ApiKey>, auth_required: bool, jwt: Option<JwtVerifier>) -> Self {
         Authenticator {
             keys,
             auth_required,
+            jwt,
         }
     }
 
@@ -163,11 +167,14 @@ impl Authenticator {
                         name: k.name.clone(),
                         role: k.role,
                     })
-                    .ok_or(AuthFailure("invalid API key"))
+                    .ok_or_else(|| AuthFailure("invalid API key".into()))
             }
-            Credential::Bearer(_token) => Err(AuthFailure(
-                "Bearer tokens are not accepted by this server version",
-            )),
+            Credential::Bearer(token) => match &self.jwt {
+                Some(jwt) => jwt.verify(token).map_err(AuthFailure),
+                None => Err(AuthFailure(
+                    "Bearer tokens are not accepted: this server has no Jwt settings".into(),
+                )),
+            },
         }
     }
 }

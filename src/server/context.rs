@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::server::auth::{Authenticator, Identity};
 use crate::server::dispatch::Dispatcher;
 use crate::server::events::{EventBody, EventBus};
+use crate::server::jwt::JwtVerifier;
 use crate::server::limits::Limits;
 use crate::server::service::Services;
 use crate::server::status::ProcessSampler;
@@ -382,8 +383,9 @@ impl ServerContext {
     pub(crate) fn new(
         config: Config,
         tls: Option<Arc<rustls::ServerConfig>>,
+        jwt: Option<JwtVerifier>,
     ) -> std::io::Result<Self> {
-        let auth = Authenticator::new(config.keys.clone(), config.auth_required);
+        let auth = Authenticator::new(config.keys.clone(), config.auth_required, jwt);
         Ok(ServerContext {
             auth,
             connections: Mutex::new(Registry::default()),

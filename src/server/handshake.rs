@@ -433,10 +433,12 @@ fn admit(
         Some(Ok(cred)) => match ctx.auth.verify(&cred) {
             Ok(identity) => Some(identity),
             Err(why) => {
-                return Err(Rejection::new(401, "Unauthorized", "auth_failed", why.0)
-                    .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
-                    .state(ConnState::Rejected)
-                    .violation());
+                return Err(
+                    Rejection::new(401, "Unauthorized", "auth_failed", why.0.clone())
+                        .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
+                        .state(ConnState::Rejected)
+                        .violation(),
+                );
             }
         },
         Some(Err(why)) => {

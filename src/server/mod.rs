@@ -7,6 +7,7 @@ pub(crate) mod context;
 mod dispatch;
 mod events;
 mod handshake;
+pub(crate) mod jwt;
 mod limits;
 mod listener;
 mod service;
@@ -26,6 +27,7 @@ use serde_json::Value;
 pub use auth::{ApiKey, Identity, Role, Secret};
 pub use dispatch::{HandlerResult, Request};
 pub use events::{Event, Priority, Publisher};
+pub use jwt::JwtConfig;
 pub use shutdown::ShutdownReport;
 pub use threads::StuckThread;
 
@@ -56,9 +58,14 @@ impl Server {
             (Some(cert), Some(key)) if config.tls => Some(tls::server_config(cert, key)?),
             _ => None,
         };
+        let jwt = config
+            .jwt
+            .as_ref()
+            .map(jwt::JwtVerifier::load)
+            .transpose()?;
         let listeners = listener::bind(&config)?;
         let ctx = Arc::new(
-            ServerContext::new(config, tls)
+            ServerContext::new(config, tls, jwt)
                 .map_err(|e| Error::io("creating the shutdown wake descriptor", e))?,
         );
         ctx.state.lock().bound = listeners

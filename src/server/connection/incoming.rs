@@ -166,7 +166,7 @@ impl Connection {
                 }
                 self.send(message::response_ok(&to, &data));
             }
-            Err(why) => self.fail_auth(Some(&to), why.0),
+            Err(why) => self.fail_auth(Some(&to), &why.0),
         }
     }
 
