@@ -84,6 +84,9 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// `Jwt` (off): verify `Authorization: Bearer` / `?token=` JWTs.
     pub jwt: Option<JwtConfig>,
+    /// `SensitiveActions` (["system/disconnect"]): `channel/action`s that must carry a valid
+    /// `auth.signature` with a fresh timestamp.
+    pub sensitive_actions: Vec<String>,
 }
 
 /// The `RateLimit` section (SPEC §3).
@@ -178,6 +181,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             rate_limit: RateLimitConfig::default(),
             jwt: None,
+            sensitive_actions: vec!["system/disconnect".into()],
         }
     }
 }
@@ -281,6 +285,25 @@ impl Config {
         }
         if let Some(v) = s.take("RateLimit") {
             cfg.rate_limit = parse_rate_limit(&v, &mut report)?;
+        }
+        if let Some(v) = s.take("SensitiveActions") {
+            let names: Option<Vec<String>> = v
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect());
+            cfg.sensitive_actions = names
+                .filter(|n| {
+                    n.iter().all(|a| {
+                        a.split_once('/').is_some_and(|(c, x)| {
+                            crate::message::is_valid_name(c) && crate::message::is_valid_name(x)
+                        })
+                    })
+                })
+                .ok_or_else(|| {
+                    Error::config(
+                        "WebSocketServer.SensitiveActions",
+                        "must be an array of \"channel/action\" names",
+                    )
+                })?;
         }
         if let Some(v) = s.take("Jwt") {
             cfg.jwt = Some(parse_jwt(&v, &mut report)?);
@@ -464,6 +487,7 @@ impl Config {
                 "Issuer": j.issuer, "Audience": j.audience, "Algorithms": j.algorithms,
                 "RoleClaim": j.role_claim, "LeewaySeconds": j.leeway_seconds,
             })),
+            "SensitiveActions": self.sensitive_actions,
             "Delivery": {
                 "AckTimeoutMs": ms(self.delivery.ack_timeout), "MaxRetries": self.delivery.max_retries,
                 "SessionResumeSeconds": self.delivery.session_resume.as_secs(),

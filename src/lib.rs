@@ -54,7 +54,7 @@ mod wake;
 
 pub use config::Config;
 pub use error::Error;
-pub use message::{Command, ErrorCode, WireError};
+pub use message::{Command, ErrorCode, MessageAuth, WireError};
 pub use server::{
     ApiKey, HandlerResult, Identity, Request, Role, Secret, Server, ServerHandle, ShutdownReport,
     StuckThread,

@@ -133,6 +133,19 @@ pub struct Command {
     pub action: String,
     /// The payload: always an object (`{}` when the client sent none).
     pub data: Value,
+    /// The client's `timestamp`, as sent (needed to check signatures).
+    pub timestamp: Option<String>,
+    /// The per-message `auth` object: `token` and `signature`, when sent.
+    pub auth: Option<MessageAuth>,
+}
+
+/// The per-message `auth` object of SPEC §6.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MessageAuth {
+    /// A credential (API key or JWT) that must belong to the connection's identity.
+    pub token: Option<String>,
+    /// HMAC-SHA256 (hex) of `id \n timestamp \n channel \n action \n compact JSON of data`.
+    pub signature: Option<String>,
 }
 
 /// What a client message turned out to be.
@@ -355,11 +368,42 @@ pub(crate) fn parse_incoming(text: &str) -> Result<Incoming, Box<Invalid>> {
                     ));
                 }
             }
+            let timestamp = obj
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let auth = match obj.get("auth") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(a)) => {
+                    let field = |k: &str| match a.get(k) {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(Value::String(v)) => Ok(Some(v.clone())),
+                        Some(_) => Err(k.to_string()),
+                    };
+                    match (field("token"), field("signature")) {
+                        (Ok(token), Ok(signature)) => Some(MessageAuth { token, signature }),
+                        _ => {
+                            return Err(invalid(
+                                "auth",
+                                "auth.token and auth.signature must be strings".into(),
+                            ));
+                        }
+                    }
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        "auth",
+                        "auth must be an object {\"token\", \"signature\"}".into(),
+                    ));
+                }
+            };
             Ok(Incoming::Command(Command {
                 id,
                 channel,
                 action,
                 data,
+                timestamp,
+                auth,
             }))
         }
         other => Err(invalid(

@@ -127,22 +127,32 @@ fn disconnect_closes_the_target_with_1008() {
         .unwrap()["connection_id"]
         .as_u64()
         .unwrap();
-    let r = request(
+    send(
         &mut admin,
-        "d",
-        "system",
-        "disconnect",
-        json!({"connection_id": victim_id}),
+        &signed_command(
+            "d",
+            "system",
+            "disconnect",
+            json!({"connection_id": victim_id}),
+            ADMIN_KEY,
+            &timestamp_now(),
+        ),
     );
+    let r = recv_json(&mut admin);
     assert_eq!(r["data"]["disconnected"], victim_id);
     assert_eq!(expect_close(&mut victim).unwrap().code, CloseCode::Policy);
-    let r = request(
+    send(
         &mut admin,
-        "d2",
-        "system",
-        "disconnect",
-        json!({"connection_id": 999_999}),
+        &signed_command(
+            "d2",
+            "system",
+            "disconnect",
+            json!({"connection_id": 999_999}),
+            ADMIN_KEY,
+            &timestamp_now(),
+        ),
     );
+    let r = recv_json(&mut admin);
     assert_eq!(r["error"]["code"], "invalid_message");
     let mut viewer = connect(server.bound_addr(), Some(VIEWER_KEY));
     assert_eq!(

@@ -72,6 +72,11 @@ impl Secret {
         }
     }
 
+    /// The secret's bytes, for keying an HMAC.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
     /// Constant-time equality with `candidate` (time does not depend on where they differ).
     pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(candidate).into()
@@ -149,6 +154,11 @@ impl Authenticator {
             name: "anonymous".into(),
             role: Role::Viewer,
         })
+    }
+
+    /// The secret of the API key named `name` (signatures are keyed with it).
+    pub(crate) fn key_secret(&self, name: &str) -> Option<&Secret> {
+        self.keys.iter().find(|k| k.name == name).map(|k| &k.secret)
     }
 
     /// Verifies a credential. Every key is compared (in constant time) so the time taken does

@@ -12,6 +12,7 @@ mod limits;
 mod listener;
 mod service;
 mod shutdown;
+mod signature;
 pub(crate) mod status;
 mod system_channel;
 mod threads;

@@ -13,7 +13,7 @@ use crate::server::events::{Event, Priority, Session};
 use crate::server::status;
 
 /// The role each built-in action needs; `None` for actions that do not exist.
-fn required_role(action: &str) -> Option<Role> {
+pub(crate) fn required_role(action: &str) -> Option<Role> {
     match action {
         "ping" | "status" | "info" | "subscribe" | "unsubscribe" => Some(Role::Viewer),
         "publish" | "register" => Some(Role::Service),

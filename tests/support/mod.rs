@@ -209,3 +209,29 @@ pub fn threads_named(prefix: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A command with `timestamp` and `auth.signature`: HMAC-SHA256 with `key`, hex, over
+/// `id \n timestamp \n channel \n action \n compact JSON of data` (keys sorted).
+pub fn signed_command(
+    id: &str,
+    channel: &str,
+    action: &str,
+    data: Value,
+    key: &str,
+    timestamp: &str,
+) -> String {
+    let payload = format!("{id}\n{timestamp}\n{channel}\n{action}\n{data}");
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes()),
+        payload.as_bytes(),
+    );
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    json!({"type": "command", "id": id, "timestamp": timestamp, "channel": channel, "action": action,
+           "data": data, "auth": {"signature": hex}})
+    .to_string()
+}
+
+/// Now, as the ISO 8601 timestamp messages carry.
+pub fn timestamp_now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

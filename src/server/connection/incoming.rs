@@ -8,7 +8,7 @@ use crate::message::{self, Command, ErrorCode, Incoming, ReplyTo, WireError};
 use crate::server::auth::{Credential, Role};
 use crate::server::context::ConnState;
 use crate::server::dispatch::Dispatcher;
-use crate::server::{status, system_channel};
+use crate::server::{signature, status, system_channel};
 use crate::wake;
 
 impl Connection {
@@ -87,6 +87,24 @@ impl Connection {
             .identity
             .clone()
             .expect("commands are only handled once authenticated");
+        // Authorization first: a caller whose role does not allow the command is told so by
+        // the command's own path, not asked for a signature.
+        let permitted = if cmd.channel == "system" {
+            system_channel::required_role(&cmd.action).is_none_or(|r| identity.role.allows(r))
+        } else {
+            identity.role.allows(Role::Operator)
+        };
+        let checked = if permitted {
+            signature::check(&self.ctx, &identity, &cmd)
+        } else {
+            Ok(())
+        };
+        if let Err(err) = checked {
+            if err.code == ErrorCode::AuthFailed {
+                self.ctx.limits.violation(self.shared.peer.ip());
+            }
+            return self.send(message::response_error(&to, &err));
+        }
         if cmd.channel == "system" {
             if cmd.action == "auth" {
                 return self.late_auth(cmd);

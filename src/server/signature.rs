@@ -1,0 +1,103 @@
+//! Per-message authentication (SPEC §6): `auth.token` must be a credential of the connection's
+//! own identity, and `auth.signature` (HMAC-SHA256 with the caller's API key, hex) over
+//! `id \n timestamp \n channel \n action \n compact JSON of data` is required for
+//! SensitiveActions, with a timestamp within 30 s of the server clock.
+
+use std::time::{Duration, SystemTime};
+
+use ring::hmac;
+
+use crate::message::{Command, ErrorCode, WireError};
+use crate::server::auth::{Credential, Identity};
+use crate::server::context::ServerContext;
+
+/// How far a signed message's timestamp may be from the server clock.
+pub(crate) const SIGNATURE_WINDOW: Duration = Duration::from_secs(30);
+
+fn refused(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::AuthFailed, message)
+}
+
+/// The text a signature covers. `data` is serialized compactly with its keys sorted (what
+/// serde_json produces, and `json.dumps(data, separators=(",", ":"), sort_keys=True)`).
+pub fn signing_payload(
+    id: &str,
+    timestamp: &str,
+    channel: &str,
+    action: &str,
+    data: &serde_json::Value,
+) -> String {
+    format!("{id}\n{timestamp}\n{channel}\n{action}\n{data}")
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Checks `cmd`'s `auth` object for a client authenticated as `identity`.
+pub(crate) fn check(
+    ctx: &ServerContext,
+    identity: &Identity,
+    cmd: &Command,
+) -> Result<(), WireError> {
+    let auth = cmd.auth.clone().unwrap_or_default();
+    if let Some(token) = &auth.token {
+        let credential = if token.matches('.').count() == 2 {
+            Credential::Bearer(token.clone())
+        } else {
+            Credential::Key(token.clone())
+        };
+        let other = ctx
+            .auth
+            .verify(&credential)
+            .map_err(|why| refused(format!("auth.token refused: {}", why.0)))?;
+        if other.name != identity.name {
+            return Err(refused(
+                "auth.token belongs to another identity than this connection",
+            ));
+        }
+    }
+    let qualified = format!("{}/{}", cmd.channel, cmd.action);
+    let sensitive = ctx.config.sensitive_actions.contains(&qualified);
+    let Some(signature) = auth.signature else {
+        return if sensitive {
+            Err(refused(format!(
+                "{qualified} is a sensitive action: sign it (auth.signature: hex HMAC-SHA256 with your key over id, timestamp, channel, action, data)"
+            )))
+        } else {
+            Ok(())
+        };
+    };
+    let timestamp = cmd
+        .timestamp
+        .as_deref()
+        .ok_or_else(|| refused("a signed message needs a timestamp"))?;
+    let sent = humantime::parse_rfc3339_weak(timestamp)
+        .map_err(|_| refused("timestamp is not ISO 8601 (2025-02-26T18:45:00.000Z)"))?;
+    let now = SystemTime::now();
+    let skew = now.duration_since(sent).unwrap_or_else(|e| e.duration());
+    if skew > SIGNATURE_WINDOW {
+        return Err(refused(format!(
+            "timestamp is {}s from the server clock (at most 30 s): check your clock",
+            skew.as_secs()
+        )));
+    }
+    let Some(secret) = ctx.auth.key_secret(&identity.name) else {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            "only connections authenticated with an API key can sign messages",
+        ));
+    };
+    let expected =
+        hex_decode(signature.trim()).ok_or_else(|| refused("auth.signature must be hex"))?;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let payload = signing_payload(&cmd.id, timestamp, &cmd.channel, &cmd.action, &cmd.data);
+    hmac::verify(&key, payload.as_bytes(), &expected)
+        .map_err(|_| refused("auth.signature does not verify"))
+}
