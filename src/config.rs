@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::error::Error;
 use crate::server::auth::{ApiKey, Role, Secret};
 use crate::server::jwt::JwtConfig;
+use crate::server::session_tokens::SessionTokenConfig;
 
 /// The server's settings: the `WebSocketServer` section of `config.json`.
 ///
@@ -84,6 +85,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// `Jwt` (off): verify `Authorization: Bearer` / `?token=` JWTs.
     pub jwt: Option<JwtConfig>,
+    /// `SessionTokens` (off): RS256 session tokens issued by the server.
+    pub session_tokens: Option<SessionTokenConfig>,
     /// `SensitiveActions` (["system/disconnect"]): `channel/action`s that must carry a valid
     /// `auth.signature` with a fresh timestamp.
     pub sensitive_actions: Vec<String>,
@@ -182,6 +185,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             jwt: None,
             sensitive_actions: vec!["system/disconnect".into()],
+            session_tokens: None,
         }
     }
 }
@@ -308,14 +312,21 @@ impl Config {
         if let Some(v) = s.take("Jwt") {
             cfg.jwt = Some(parse_jwt(&v, &mut report)?);
         }
-        for ignored in ["SessionTokens"] {
-            if let Some(v) = s.take(ignored)
-                && !v.is_null()
-            {
-                report.warnings.push(format!(
-                    "WebSocketServer.{ignored} is accepted but not enforced by this version (see README, \"Not yet\")"
-                ));
-            }
+        if let Some(v) = s.take("SessionTokens") {
+            let map = Section::as_object(&v, "WebSocketServer.SessionTokens")?;
+            let mut t = Section::new("WebSocketServer.SessionTokens", &map);
+            let path = t.take_str("PrivateKeyPath")?.ok_or_else(|| {
+                Error::config(
+                    "WebSocketServer.SessionTokens.PrivateKeyPath",
+                    "required: a PEM RSA private key",
+                )
+            })?;
+            let ttl = Duration::from_secs(t.take_int("TtlSeconds", 1, 31_536_000)?.unwrap_or(3600));
+            report.warnings.extend(t.unknown_keys());
+            cfg.session_tokens = Some(SessionTokenConfig {
+                private_key_path: PathBuf::from(path),
+                ttl,
+            });
         }
         if let Some(v) = s.take_bool("AuthRequired")? {
             cfg.auth_required = v;
@@ -488,6 +499,9 @@ impl Config {
                 "RoleClaim": j.role_claim, "LeewaySeconds": j.leeway_seconds,
             })),
             "SensitiveActions": self.sensitive_actions,
+            "SessionTokens": self.session_tokens.as_ref().map(|t| json!({
+                "PrivateKeyPath": t.private_key_path.display().to_string(), "TtlSeconds": t.ttl.as_secs(),
+            })),
             "Delivery": {
                 "AckTimeoutMs": ms(self.delivery.ack_timeout), "MaxRetries": self.delivery.max_retries,
                 "SessionResumeSeconds": self.delivery.session_resume.as_secs(),
@@ -829,7 +843,7 @@ mod tests {
         unsafe { std::env::remove_var("HWS_TEST_UNSET_KEY") };
         let (c, r) = Config::from_json_str(
             r#"{"WebSocketServer":{"IdleTimeoutMs":250,"Keys":[{"Name":"a","Key":"${env.HWS_TEST_UNSET_KEY}","Role":"viewer"}],
-                "SessionTokens":{"PrivateKeyPath":"x"}}}"#,
+                "SessionTokens":{"PrivateKeyPath":"x","Bogus":1}}}"#,
         )
         .unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_millis(250)));
@@ -837,11 +851,7 @@ mod tests {
             c.keys.iter().all(|k| k.name != "a"),
             "a key from an unset variable is skipped"
         );
-        assert!(
-            r.warnings
-                .iter()
-                .any(|w| w.contains("SessionTokens") && w.contains("not enforced"))
-        );
+        assert!(r.warnings.iter().any(|w| w.contains("SessionTokens.Bogus")));
         let (c, _) =
             Config::from_json_str(r#"{"WebSocketServer":{"SecureMode":"tls","Key":"k"}}"#).unwrap();
         let e = c.validate().unwrap_err();

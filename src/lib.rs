@@ -59,4 +59,4 @@ pub use server::{
     ApiKey, HandlerResult, Identity, Request, Role, Secret, Server, ServerHandle, ShutdownReport,
     StuckThread,
 };
-pub use server::{Event, JwtConfig, Priority, Publisher};
+pub use server::{Event, JwtConfig, Priority, Publisher, SessionTokenConfig};

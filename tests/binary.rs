@@ -192,8 +192,23 @@ fn signal(child: &Child, sig: i32) {
 
 #[test]
 fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
+    // Bearer JWTs (ES256) and server-issued session tokens are on too, so the log check covers
+    // tokens as well as keys.
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let jwt_public = temp_config(&ec.public_key_pem());
+    let (rsa_private, _) = rsa_keypair();
+    let session_key = temp_config(&rsa_private);
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &json!({"sub": "bob", "role": "viewer", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
     let cfg = temp_config(
-        r#"{"WebSocketServer":{"Port":0,"Interface":"127.0.0.1","ShutdownTimeouts":{"CloseWaitMs":300}}}"#,
+        &json!({"WebSocketServer": {"Port": 0, "Interface": "127.0.0.1", "ShutdownTimeouts": {"CloseWaitMs": 300},
+            "Jwt": {"PublicKeyPath": jwt_public, "Algorithms": ["ES256"]},
+            "SessionTokens": {"PrivateKeyPath": session_key}}})
+        .to_string(),
     );
     let mut child = Command::new(BIN)
         .args(["--config", cfg.to_str().unwrap()])
@@ -222,6 +237,19 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
         request(&mut late, "1", "system", "auth", json!({"key": SECRET}))["status"],
         "ok"
     );
+    let (_, welcome) = connect_with_welcome(addr, Some(SECRET));
+    let session_token = welcome["session_token"].as_str().unwrap().to_string();
+    let mut by_token = try_connect(addr, None, &format!("/?token={jwt}"), Some(PROTOCOL)).unwrap();
+    assert_eq!(recv_json(&mut by_token)["data"]["role"], "viewer");
+    let mut late_token = connect(addr, None);
+    let r = request(
+        &mut late_token,
+        "1",
+        "system",
+        "auth",
+        json!({"token": session_token}),
+    );
+    assert_eq!(r["status"], "ok", "{r}");
     let mut wrong = connect(addr, None);
     assert_eq!(
         request(
@@ -264,6 +292,15 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
     }
     assert!(all.contains("shutdown complete in"), "{all}");
     assert!(!all.contains(SECRET), "the key appeared in the log");
+    assert!(!all.contains(&jwt), "a JWT appeared in the log");
+    assert!(
+        !all.contains(&session_token),
+        "a session token appeared in the log"
+    );
+    assert!(
+        !all.contains(&jwt[jwt.len() - 20..]),
+        "part of a JWT signature appeared in the log"
+    );
     assert!(
         !all.contains("key=binary"),
         "a query string appeared in the log"

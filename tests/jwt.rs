@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hydrogen_ws::JwtConfig;
@@ -29,36 +28,6 @@ fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
 fn keypair(alg: &'static rcgen::SignatureAlgorithm) -> (String, String) {
     let kp = rcgen::KeyPair::generate_for(alg).unwrap();
     (kp.serialize_pem(), kp.public_key_pem())
-}
-
-fn rsa_keypair() -> (String, String) {
-    let key = std::env::temp_dir().join(format!("hws-jwt-rsa-{}.pem", std::process::id()));
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .output()
-        .expect("openssl is needed for the RSA test key (Debian package openssl)");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let public = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    (
-        std::fs::read_to_string(&key).unwrap(),
-        String::from_utf8(public.stdout).unwrap(),
-    )
 }
 
 fn now() -> u64 {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use crate::server::jwt::JwtVerifier;
+use crate::server::session_tokens::SessionTokens;
 
 /// What a client may do, from least to most (SPEC §7). `Service` is a device controller
 /// process; it may do what an operator may plus register channels and publish.
@@ -137,15 +138,27 @@ pub(crate) struct Authenticator {
     keys: Vec<ApiKey>,
     auth_required: bool,
     jwt: Option<JwtVerifier>,
+    session_tokens: Option<SessionTokens>,
 }
 
 impl Authenticator {
-    pub(crate) fn new(keys: Vec<ApiKey>, auth_required: bool, jwt: Option<JwtVerifier>) -> Self {
+    pub(crate) fn new(
+        keys: Vec<ApiKey>,
+        auth_required: bool,
+        jwt: Option<JwtVerifier>,
+        session_tokens: Option<SessionTokens>,
+    ) -> Self {
         Authenticator {
             keys,
             auth_required,
             jwt,
+            session_tokens,
         }
+    }
+
+    /// The session-token issuer, when `SessionTokens` is configured.
+    pub(crate) fn session_tokens(&self) -> Option<&SessionTokens> {
+        self.session_tokens.as_ref()
     }
 
     /// The identity for a client that presented nothing: anonymous viewer when auth is off.
@@ -179,9 +192,13 @@ impl Authenticator {
                     })
                     .ok_or_else(|| AuthFailure("invalid API key".into()))
             }
-            Credential::Bearer(token) => match &self.jwt {
-                Some(jwt) => jwt.verify(token).map_err(AuthFailure),
-                None => Err(AuthFailure(
+            Credential::Bearer(token) => match (&self.session_tokens, &self.jwt) {
+                (Some(tokens), _) if SessionTokens::is_ours(token) => tokens
+                    .verify(token)
+                    .map(|c| c.identity)
+                    .map_err(AuthFailure),
+                (_, Some(jwt)) => jwt.verify(token).map_err(AuthFailure),
+                _ => Err(AuthFailure(
                     "Bearer tokens are not accepted: this server has no Jwt settings".into(),
                 )),
             },

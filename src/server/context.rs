@@ -20,6 +20,7 @@ use crate::server::events::{EventBody, EventBus};
 use crate::server::jwt::JwtVerifier;
 use crate::server::limits::Limits;
 use crate::server::service::Services;
+use crate::server::session_tokens::SessionTokens;
 use crate::server::status::ProcessSampler;
 use crate::server::threads::ThreadRegistry;
 use crate::wake::Waker;
@@ -384,8 +385,14 @@ impl ServerContext {
         config: Config,
         tls: Option<Arc<rustls::ServerConfig>>,
         jwt: Option<JwtVerifier>,
+        session_tokens: Option<SessionTokens>,
     ) -> std::io::Result<Self> {
-        let auth = Authenticator::new(config.keys.clone(), config.auth_required, jwt);
+        let auth = Authenticator::new(
+            config.keys.clone(),
+            config.auth_required,
+            jwt,
+            session_tokens,
+        );
         Ok(ServerContext {
             auth,
             connections: Mutex::new(Registry::default()),

@@ -11,6 +11,7 @@ pub(crate) mod jwt;
 mod limits;
 mod listener;
 mod service;
+pub(crate) mod session_tokens;
 mod shutdown;
 mod signature;
 pub(crate) mod status;
@@ -29,6 +30,7 @@ pub use auth::{ApiKey, Identity, Role, Secret};
 pub use dispatch::{HandlerResult, Request};
 pub use events::{Event, Priority, Publisher};
 pub use jwt::JwtConfig;
+pub use session_tokens::SessionTokenConfig;
 pub use shutdown::ShutdownReport;
 pub use threads::StuckThread;
 
@@ -64,9 +66,14 @@ impl Server {
             .as_ref()
             .map(jwt::JwtVerifier::load)
             .transpose()?;
+        let session_tokens = config
+            .session_tokens
+            .as_ref()
+            .map(session_tokens::SessionTokens::load)
+            .transpose()?;
         let listeners = listener::bind(&config)?;
         let ctx = Arc::new(
-            ServerContext::new(config, tls, jwt)
+            ServerContext::new(config, tls, jwt, session_tokens)
                 .map_err(|e| Error::io("creating the shutdown wake descriptor", e))?,
         );
         ctx.state.lock().bound = listeners

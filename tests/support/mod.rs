@@ -235,3 +235,39 @@ pub fn signed_command(
 pub fn timestamp_now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
+
+/// A fresh 2048-bit RSA key pair from `openssl` (ring cannot generate RSA keys):
+/// (private PKCS#8 PEM, public SPKI PEM).
+pub fn rsa_keypair() -> (String, String) {
+    let key = std::env::temp_dir().join(format!(
+        "hws-rsa-{}-{:?}.pem",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .expect("openssl is needed for RSA test keys (make test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    (
+        std::fs::read_to_string(&key).unwrap(),
+        String::from_utf8(public.stdout).unwrap(),
+    )
+}

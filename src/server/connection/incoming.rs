@@ -173,8 +173,11 @@ impl Connection {
                     identity.role.as_str()
                 );
                 let session_id = self.start_session(&identity);
-                let data = json!({"role": identity.role.as_str(), "name": identity.name,
+                let mut data = json!({"role": identity.role.as_str(), "name": identity.name,
                     "connection_id": self.shared.id, "session_id": session_id});
+                if let Some(tokens) = self.ctx.auth.session_tokens() {
+                    data["session_token"] = json!(tokens.issue(&identity, &session_id));
+                }
                 *self.shared.identity.lock() = Some(identity.clone());
                 self.identity = Some(identity);
                 self.auth_deadline = None;
@@ -195,7 +198,28 @@ impl Connection {
             .session
             .clone()
             .expect("authenticated connections have a session");
-        match self.ctx.events.resume(&current, &self.shared, &cmd.data) {
+        // A session token names its session: {"session_token", "last_seq"} works like
+        // {"session_id", "last_seq"}, and the token must still be valid.
+        let mut data = cmd.data.clone();
+        if let Some(token) = cmd.data.get("session_token").and_then(Value::as_str) {
+            let Some(tokens) = self.ctx.auth.session_tokens() else {
+                let err = WireError::new(
+                    ErrorCode::InvalidMessage,
+                    "this server issues no session tokens",
+                );
+                return self.send(message::response_error(&to, &err));
+            };
+            match tokens.verify(token) {
+                Ok(claims) => data["session_id"] = json!(claims.session_id),
+                Err(why) => {
+                    return self.send(message::response_error(
+                        &to,
+                        &WireError::new(ErrorCode::AuthFailed, why),
+                    ));
+                }
+            }
+        }
+        match self.ctx.events.resume(&current, &self.shared, &data) {
             Err(err) => self.send(message::response_error(&to, &err)),
             Ok(resumed) => {
                 log::info!(

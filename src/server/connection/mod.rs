@@ -276,7 +276,10 @@ impl Connection {
     fn serve(&mut self) -> ConnState {
         if let Some(identity) = self.identity.clone() {
             let session_id = self.start_session(&identity);
-            let welcome = json!({"session_id": session_id, "connection_id": self.shared.id, "role": identity.role.as_str()});
+            let mut welcome = json!({"session_id": session_id, "connection_id": self.shared.id, "role": identity.role.as_str()});
+            if let Some(tokens) = self.ctx.auth.session_tokens() {
+                welcome["session_token"] = json!(tokens.issue(&identity, &session_id));
+            }
             self.send(events::unsequenced_event("system", "welcome", &welcome));
         }
         loop {
