@@ -46,6 +46,7 @@ fn python_websockets_client_round_trip_and_shutdown_close() {
             "PING ok",
             "STATUS ok",
             "BADJSON ok",
+            "SIGNED ok",
             "LATEAUTH ok",
             "READY"
         ]

@@ -5,6 +5,9 @@ Prints one line per check; prints READY and then waits for the server's close fr
 printing CLOSE <code> <reason>. Exits non-zero on any failed check.
 """
 import asyncio
+import datetime
+import hashlib
+import hmac
 import json
 import sys
 
@@ -33,6 +36,18 @@ async def main(port: int, key: str) -> None:
         r = json.loads(await ws.recv())
         assert r["error"]["code"] == "invalid_message", r
         print("BADJSON ok", flush=True)
+        # A sensitive action signed the way the README says (HMAC-SHA256 over id, timestamp,
+        # channel, action and the compact, key-sorted JSON of data).
+        ts = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        data = {"connection_id": 999999, "reason": "caf\u00e9"}
+        compact = json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        payload = "\n".join(["py-3", ts, "system", "disconnect", compact]).encode()
+        sig = hmac.new(key.encode(), payload, hashlib.sha256).hexdigest()
+        await ws.send(json.dumps({"type": "command", "id": "py-3", "timestamp": ts, "channel": "system",
+                                  "action": "disconnect", "data": data, "auth": {"signature": sig}}))
+        r = json.loads(await ws.recv())
+        assert r["error"]["code"] == "invalid_message" and "no connection" in r["error"]["message"], r
+        print("SIGNED ok", flush=True)
         # Browsers authenticate late: the same over a second, credential-less connection.
         async with websockets.connect(url, subprotocols=["hydrogen-protocol"]) as late:
             await late.send(json.dumps({"type": "command", "id": "a", "channel": "system", "action": "auth", "data": {"key": key}}))
