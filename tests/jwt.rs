@@ -74,18 +74,7 @@ fn bearer(token: &str) -> String {
 
 /// Connects with a Bearer token; returns the welcome's role.
 fn role_with(server: &hydrogen_ws::ServerHandle, token: &str) -> String {
-    let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{}/",
-        server.bound_addr()
-    ))
-    .unwrap();
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
-    let tcp = std::net::TcpStream::connect(server.bound_addr()).unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
-    let (mut ws, _) = tungstenite::client(req, tcp).expect("token accepted");
+    let mut ws = connect_bearer(server.bound_addr(), token).expect("token accepted");
     recv_json(&mut ws)["data"]["role"]
         .as_str()
         .unwrap()

@@ -65,18 +65,7 @@ fn issued_at_authentication_then_accepted_as_bearer_and_for_resume() {
         .unwrap();
 
     // The token is a credential: same identity, same role.
-    let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{}/",
-        server.bound_addr()
-    ))
-    .unwrap();
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
-    let tcp = std::net::TcpStream::connect(server.bound_addr()).unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
-    let (mut again, _) = tungstenite::client(req, tcp).expect("session token accepted");
+    let mut again = connect_bearer(server.bound_addr(), &token).expect("session token accepted");
     assert_eq!(recv_json(&mut again)["data"]["role"], "operator");
     // And it resumes its session.
     let r = request(
@@ -106,17 +95,7 @@ fn expired_and_tampered_tokens_are_refused() {
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "auth_failed");
     wait_for("the token to expire", || {
-        let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
-            "ws://{}/",
-            server.bound_addr()
-        ))
-        .unwrap();
-        req.headers_mut()
-            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
-        let tcp = std::net::TcpStream::connect(server.bound_addr()).unwrap();
-        tungstenite::client(req, tcp).is_err()
+        connect_bearer(server.bound_addr(), &token).is_err()
     });
     let (status, _, body) = raw_http(server.bound_addr(), &bearer_upgrade(&token));
     assert_eq!(status, 401);

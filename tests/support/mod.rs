@@ -84,12 +84,30 @@ pub fn try_connect(
     path: &str,
     protocol: Option<&str>,
 ) -> Result<Client, tungstenite::Error> {
+    try_connect_with(
+        addr,
+        key.map(|k| format!("Key {k}")).as_deref(),
+        path,
+        protocol,
+    )
+}
+
+/// Opens a WebSocket whose request carries `Authorization: <authorization>` (for example
+/// `Bearer <jwt>`).
+pub fn connect_bearer(addr: SocketAddr, token: &str) -> Result<Client, tungstenite::Error> {
+    try_connect_with(addr, Some(&format!("Bearer {token}")), "/", Some(PROTOCOL))
+}
+
+pub fn try_connect_with(
+    addr: SocketAddr,
+    authorization: Option<&str>,
+    path: &str,
+    protocol: Option<&str>,
+) -> Result<Client, tungstenite::Error> {
     let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
-    if let Some(k) = key {
-        req.headers_mut().insert(
-            "Authorization",
-            HeaderValue::from_str(&format!("Key {k}")).unwrap(),
-        );
+    if let Some(a) = authorization {
+        req.headers_mut()
+            .insert("Authorization", HeaderValue::from_str(a).unwrap());
     }
     if let Some(p) = protocol {
         req.headers_mut()
