@@ -1,0 +1,90 @@
+use super::*;
+
+#[test]
+fn defaults_match_spec() {
+    let (c, r) = Config::from_json_str("{}").unwrap();
+    assert_eq!(c.port, 5001);
+    assert_eq!(c.port_fallback_count, 10);
+    assert_eq!(c.max_message_size, 65536);
+    assert_eq!(c.thread_stack_size, 262144);
+    assert!(r.warnings.is_empty());
+}
+
+#[test]
+fn errors_name_key_and_range() {
+    let e = Config::from_json_str(r#"{"WebSocketServer":{"Port":70000}}"#).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("WebSocketServer.Port") && msg.contains("70000") && msg.contains("65535"),
+        "{msg}"
+    );
+    let e = Config::from_json_str(r#"{"WebSocketServer":{"Enabled":"yes"}}"#).unwrap_err();
+    assert!(e.to_string().contains("WebSocketServer.Enabled"));
+}
+
+#[test]
+fn env_substitution_types_and_unset() {
+    // SAFETY: unit tests in this module are the only users of these variable names.
+    unsafe {
+        std::env::set_var("HWS_TEST_PORT", "6001");
+        std::env::set_var("HWS_TEST_BOOL", "false");
+        std::env::remove_var("HWS_TEST_UNSET");
+    }
+    let (c, _) = Config::from_json_str(
+        r#"{"WebSocketServer":{"Port":"${env.HWS_TEST_PORT}","RequireProtocol":"${env.HWS_TEST_BOOL}",
+            "MaxConnections":"${env.HWS_TEST_UNSET}"}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.port, 6001);
+    assert!(!c.require_protocol);
+    assert_eq!(c.max_connections, 100);
+}
+
+#[test]
+fn aliases_and_unknown_keys() {
+    let (c, r) = Config::from_json_str(
+        r#"{"Other":{},"WebSocketServer":{"Bogus":1,"ConnectionTimeouts":{"ShutdownWaitSeconds":3,"ExitWaitSeconds":7}}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.close_wait, Duration::from_secs(3));
+    assert_eq!(c.join_timeout, Duration::from_secs(7));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("WebSocketServer.Bogus")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn silent_spec_choices() {
+    // SAFETY: unit tests in this module are the only users of these variable names.
+    unsafe { std::env::remove_var("HWS_TEST_UNSET_KEY") };
+    let (c, r) = Config::from_json_str(
+        r#"{"WebSocketServer":{"IdleTimeoutMs":250,"Keys":[{"Name":"a","Key":"${env.HWS_TEST_UNSET_KEY}","Role":"viewer"}],
+            "SessionTokens":{"PrivateKeyPath":"x","Bogus":1}}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.idle_timeout, Some(Duration::from_millis(250)));
+    assert!(
+        c.keys.iter().all(|k| k.name != "a"),
+        "a key from an unset variable is skipped"
+    );
+    assert!(r.warnings.iter().any(|w| w.contains("SessionTokens.Bogus")));
+    let (c, _) =
+        Config::from_json_str(r#"{"WebSocketServer":{"SecureMode":"tls","Key":"k"}}"#).unwrap();
+    let e = c.validate().unwrap_err();
+    assert!(e.to_string().contains("CertificatePath"), "{e}");
+}
+
+#[test]
+fn missing_key_refuses_with_instructions() {
+    let mut c = Config::default();
+    c.keys.clear();
+    let msg = c.validate().unwrap_err().to_string();
+    assert!(
+        msg.contains("HYDROGEN_API_KEY") && msg.contains("export"),
+        "{msg}"
+    );
+}
