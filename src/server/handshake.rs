@@ -19,8 +19,11 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{WebSocket, accept_hdr_with_config};
 
-use crate::server::auth::{Credential, Identity};
+use crate::server::admission::admit;
+pub(crate) use crate::server::admission::release_slot;
+use crate::server::auth::Identity;
 use crate::server::context::{ConnState, ConnectionShared, ServerContext};
+pub(crate) use crate::server::stream::ClientStream;
 use crate::server::tls;
 use crate::wake::{self, Interest};
 
@@ -41,57 +44,6 @@ const WRITE_BATCH_BYTES: usize = 16 * 1024;
 /// Read buffer for tungstenite: small, because it is allocated per connection.
 pub(crate) const READ_BUFFER_BYTES: usize = 4096;
 
-/// The client's socket (plain, or TLS through rustls), replaying the request head we read to
-/// tungstenite's handshake.
-#[derive(Debug)]
-pub(crate) struct ClientStream {
-    tcp: Arc<TcpStream>,
-    tls: Option<Box<rustls::ServerConnection>>,
-    replay: Vec<u8>,
-    replay_pos: usize,
-}
-
-impl ClientStream {
-    /// The socket's descriptor, for `poll(2)`.
-    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.tcp.as_raw_fd()
-    }
-}
-
-impl Read for ClientStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.replay_pos < self.replay.len() {
-            let n = buf.len().min(self.replay.len() - self.replay_pos);
-            buf[..n].copy_from_slice(&self.replay[self.replay_pos..self.replay_pos + n]);
-            self.replay_pos += n;
-            if self.replay_pos == self.replay.len() {
-                self.replay = Vec::new();
-                self.replay_pos = 0;
-            }
-            return Ok(n);
-        }
-        match &mut self.tls {
-            Some(conn) => tls::read(conn, &self.tcp, buf),
-            None => (&*self.tcp).read(buf),
-        }
-    }
-}
-
-impl Write for ClientStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.tls {
-            Some(conn) => tls::write(conn, &self.tcp, buf),
-            None => (&*self.tcp).write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match &mut self.tls {
-            Some(conn) => tls::write_pending(conn, &self.tcp),
-            None => (&*self.tcp).flush(),
-        }
-    }
-}
-
 /// How a handshake ended.
 pub(crate) enum Outcome {
     /// Upgraded. `identity` is `None` when the client must still authenticate (Verifying).
@@ -105,17 +57,17 @@ pub(crate) enum Outcome {
 }
 
 /// What the request head says, as far as we need it.
-struct RequestHead {
-    is_get: bool,
-    path: String,
-    query: String,
-    is_upgrade: bool,
-    protocols: Vec<String>,
-    authorization: Option<String>,
+pub(super) struct RequestHead {
+    pub(super) is_get: bool,
+    pub(super) path: String,
+    pub(super) query: String,
+    pub(super) is_upgrade: bool,
+    pub(super) protocols: Vec<String>,
+    pub(super) authorization: Option<String>,
 }
 
 /// A rejection: HTTP status, error code, message, extra headers.
-struct Rejection {
+pub(super) struct Rejection {
     status: u16,
     reason: &'static str,
     code: &'static str,
@@ -126,7 +78,7 @@ struct Rejection {
 }
 
 impl Rejection {
-    fn new(
+    pub(super) fn new(
         status: u16,
         reason: &'static str,
         code: &'static str,
@@ -142,16 +94,16 @@ impl Rejection {
             violation: false,
         }
     }
-    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub(super) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
-    fn state(mut self, state: ConnState) -> Self {
+    pub(super) fn state(mut self, state: ConnState) -> Self {
         self.state = state;
         self
     }
     /// Counts against the address's ViolationsBeforeBlock (failed authentication).
-    fn violation(mut self) -> Self {
+    pub(super) fn violation(mut self) -> Self {
         self.violation = true;
         self
     }
@@ -371,159 +323,6 @@ fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
         protocols,
         authorization: header("Authorization").next().map(text),
     })
-}
-
-struct Admitted {
-    protocol: Option<String>,
-    identity: Option<Identity>,
-}
-
-/// Subprotocol, credentials, limits; on success a MaxConnections slot is taken.
-fn admit(
-    ctx: &ServerContext,
-    conn: &ConnectionShared,
-    head: &RequestHead,
-) -> Result<Admitted, Rejection> {
-    let config = &ctx.config;
-    let ip = conn.peer.ip();
-    if let Some(left) = ctx.limits.blocked_for(ip) {
-        let secs = left.as_secs() + 1;
-        return Err(Rejection::new(
-            429,
-            "Too Many Requests",
-            "rate_limited",
-            format!("{ip} is blocked for {secs} more seconds after repeated violations"),
-        )
-        .header("Retry-After", secs.to_string()));
-    }
-    if !ctx.limits.admit_handshake(ip) {
-        return Err(Rejection::new(
-            429,
-            "Too Many Requests",
-            "rate_limited",
-            format!(
-                "more than {} upgrade attempts from {ip} this minute (HandshakesPerMinutePerIp)",
-                ctx.limits.config().handshakes_per_minute_per_ip
-            ),
-        )
-        .header("Retry-After", "60"));
-    }
-    let protocol = head
-        .protocols
-        .iter()
-        .find(|p| **p == config.protocol)
-        .cloned();
-    if protocol.is_none() && config.require_protocol {
-        let offered = if head.protocols.is_empty() {
-            "none".to_string()
-        } else {
-            head.protocols.join(", ")
-        };
-        return Err(Rejection::new(
-            400,
-            "Bad Request",
-            "invalid_protocol",
-            format!(
-                "subprotocol {:?} is required (Sec-WebSocket-Protocol); offered: {offered}",
-                config.protocol
-            ),
-        ));
-    }
-    let identity = match credential(head) {
-        Some(Ok(cred)) => match ctx.auth.verify(&cred) {
-            Ok(identity) => Some(identity),
-            Err(why) => {
-                return Err(
-                    Rejection::new(401, "Unauthorized", "auth_failed", why.0.clone())
-                        .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
-                        .state(ConnState::Rejected)
-                        .violation(),
-                );
-            }
-        },
-        Some(Err(why)) => {
-            return Err(Rejection::new(401, "Unauthorized", "auth_failed", why)
-                .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
-                .state(ConnState::Rejected)
-                .violation());
-        }
-        None => ctx.auth.anonymous(),
-    };
-    if ctx.shutdown.is_requested() {
-        return Err(Rejection::new(
-            503,
-            "Service Unavailable",
-            "shutting_down",
-            "the server is shutting down",
-        )
-        .header("Retry-After", "5"));
-    }
-    let mut registry = ctx.connections.lock();
-    if registry.established >= config.max_connections {
-        return Err(Rejection::new(
-            503,
-            "Service Unavailable",
-            "server_busy",
-            format!(
-                "MaxConnections ({}) reached; retry later",
-                config.max_connections
-            ),
-        )
-        .header("Retry-After", "5"));
-    }
-    let ip = conn.peer.ip();
-    let from_ip = registry.established_per_ip.get(&ip).copied().unwrap_or(0);
-    if from_ip >= config.max_connections_per_ip {
-        return Err(Rejection::new(
-            429,
-            "Too Many Requests",
-            "rate_limited",
-            format!(
-                "MaxConnectionsPerIp ({}) reached for {ip}",
-                config.max_connections_per_ip
-            ),
-        )
-        .header("Retry-After", "5"));
-    }
-    registry.established += 1;
-    *registry.established_per_ip.entry(ip).or_insert(0) += 1;
-    Ok(Admitted { protocol, identity })
-}
-
-/// Gives back the MaxConnections slot taken by [`admit`].
-pub(crate) fn release_slot(ctx: &ServerContext, conn: &ConnectionShared) {
-    let mut registry = ctx.connections.lock();
-    registry.established = registry.established.saturating_sub(1);
-    let ip = conn.peer.ip();
-    if let Some(n) = registry.established_per_ip.get_mut(&ip) {
-        *n -= 1;
-        if *n == 0 {
-            registry.established_per_ip.remove(&ip);
-        }
-    }
-}
-
-/// The credential in the request: `Authorization` header first, then `?key=` / `?token=`.
-fn credential(head: &RequestHead) -> Option<Result<Credential, &'static str>> {
-    if let Some(auth) = &head.authorization {
-        let (scheme, value) = auth.trim().split_once(' ').unwrap_or((auth.as_str(), ""));
-        let value = value.trim().to_string();
-        return Some(match scheme {
-            s if s.eq_ignore_ascii_case("key") && !value.is_empty() => Ok(Credential::Key(value)),
-            s if s.eq_ignore_ascii_case("bearer") && !value.is_empty() => {
-                Ok(Credential::Bearer(value))
-            }
-            _ => Err("Authorization must be `Key <key>` or `Bearer <token>`"),
-        });
-    }
-    for (k, v) in form_urlencoded::parse(head.query.as_bytes()) {
-        match k.as_ref() {
-            "key" => return Some(Ok(Credential::Key(v.into_owned()))),
-            "token" => return Some(Ok(Credential::Bearer(v.into_owned()))),
-            _ => {}
-        }
-    }
-    None
 }
 
 /// tungstenite's handshake over the replayed head, resumed on WouldBlock until `deadline`.

@@ -1,6 +1,7 @@
 //! The server: [`Server::start`] binds, starts the accept thread and the worker pool, and
 //! returns a [`ServerHandle`] to register handlers, read status, and shut down.
 
+mod admission;
 pub(crate) mod auth;
 mod connection;
 pub(crate) mod context;
@@ -15,6 +16,7 @@ pub(crate) mod session_tokens;
 mod shutdown;
 mod signature;
 pub(crate) mod status;
+mod stream;
 mod system_channel;
 mod threads;
 mod tls;
