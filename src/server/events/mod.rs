@@ -7,7 +7,7 @@
 //! mutex for the whole fan-out, so every subscriber sees events in the same (publish) order,
 //! and never blocks on a client: it pushes onto each connection's queue and wakes it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,170 +18,17 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::message::{ErrorCode, WireError, is_valid_name, timestamp_now};
 use crate::server::auth::Identity;
-use crate::server::context::{ConnectionShared, Outbound, ServerContext};
+use crate::server::context::{ConnectionShared, Outbound};
 
-/// Delivery order within a connection's backlog: higher first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Priority {
-    /// Sent before normal and low events that are waiting.
-    High,
-    /// The default.
-    #[default]
-    Normal,
-    /// Sent after everything else that is waiting.
-    Low,
-}
+mod event;
+mod session;
+mod subscriptions;
 
-impl Priority {
-    /// `high`, `normal`, `low`.
-    pub fn from_name(name: &str) -> Option<Priority> {
-        match name {
-            "high" => Some(Priority::High),
-            "normal" => Some(Priority::Normal),
-            "low" => Some(Priority::Low),
-            _ => None,
-        }
-    }
-}
-
-/// An event to publish.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Event {
-    /// Channel (`[a-z0-9_.-]{1,64}`); subscribers of it receive the event.
-    pub channel: String,
-    /// Action within the channel (same syntax); subscribers may filter on it.
-    pub action: String,
-    /// Payload.
-    pub data: Value,
-    /// Must be acknowledged by each subscriber (also implied by `ReliableChannels`).
-    pub reliable: bool,
-    /// Order within a connection's backlog.
-    pub priority: Priority,
-}
-
-impl Event {
-    /// A normal-priority, unreliable event.
-    pub fn new(channel: &str, action: &str, data: Value) -> Self {
-        Event {
-            channel: channel.into(),
-            action: action.into(),
-            data,
-            reliable: false,
-            priority: Priority::Normal,
-        }
-    }
-
-    /// The same event, to be acknowledged by every subscriber.
-    pub fn reliable(mut self) -> Self {
-        self.reliable = true;
-        self
-    }
-
-    /// The same event with `priority`.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-}
-
-/// An event serialized once and shared by all its subscribers.
-#[derive(Debug)]
-pub(crate) struct EventBody {
-    pub id: String,
-    pub reliable: bool,
-    pub priority: Priority,
-    /// The JSON after `"seq":N,`: `"id":…,"timestamp":…,"channel":…,"action":…,"data":…}`.
-    tail: String,
-}
-
-impl EventBody {
-    /// The frame text for one session.
-    pub(crate) fn text(&self, seq: u64, redelivered: bool) -> String {
-        let mut s = String::with_capacity(self.tail.len() + 64);
-        s.push_str("{\"type\":\"event\",\"seq\":");
-        s.push_str(&seq.to_string());
-        s.push(',');
-        if self.reliable {
-            s.push_str("\"ack\":true,");
-        }
-        if redelivered {
-            s.push_str("\"redelivered\":true,");
-        }
-        s.push_str(&self.tail);
-        s
-    }
-}
-
-/// An unsequenced event sent to one connection (welcome, status).
-pub(crate) fn unsequenced_event(channel: &str, action: &str, data: &Value) -> String {
-    json!({"type": "event", "timestamp": timestamp_now(), "channel": channel, "action": action, "data": data}).to_string()
-}
-
-struct Unacked {
-    body: Arc<EventBody>,
-    retries: u32,
-}
-
-#[derive(Default)]
-struct SessionState {
-    /// channel → action filter (`None`: every action).
-    subscriptions: BTreeMap<String, Option<BTreeSet<String>>>,
-    next_seq: u64,
-    /// The last ReplayBufferEvents events of this session, oldest first.
-    ring: VecDeque<(u64, Arc<EventBody>)>,
-    /// Reliable events not yet acknowledged, by seq.
-    outbox: BTreeMap<u64, Unacked>,
-    attached: Option<Arc<ConnectionShared>>,
-    detached_at: Option<Instant>,
-    /// Reliable events were dropped because the outbox was full: resume reports a gap.
-    outbox_overflowed: bool,
-}
-
-impl SessionState {
-    fn wants(&self, channel: &str, action: &str) -> bool {
-        match self.subscriptions.get(channel) {
-            Some(None) => true,
-            Some(Some(actions)) => actions.contains(action),
-            None => false,
-        }
-    }
-
-    fn subscription_set(&self) -> Value {
-        let channels: Vec<Value> = self
-            .subscriptions
-            .iter()
-            .map(|(c, a)| match a {
-                None => json!({"channel": c}),
-                Some(actions) => json!({"channel": c, "actions": actions}),
-            })
-            .collect();
-        json!({"subscriptions": channels})
-    }
-}
-
-/// A client's session: its subscriptions and what it has not received or acknowledged yet.
-pub(crate) struct Session {
-    pub id: String,
-    pub identity: Identity,
-    state: Mutex<SessionState>,
-}
-
-impl Session {
-    /// Whether the client subscribed to anything.
-    pub(crate) fn has_subscriptions(&self) -> bool {
-        !self.state.lock().subscriptions.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("id", &self.id)
-            .field("identity", &self.identity.name)
-            .finish()
-    }
-}
+pub use event::{Event, Priority, Publisher};
+pub(crate) use event::{EventBody, unsequenced_event};
+pub(crate) use session::Session;
+use session::{SessionState, Unacked};
+use subscriptions::remove_from_index;
 
 /// What a redelivery timer found.
 pub(crate) enum Redelivery {
@@ -276,60 +123,6 @@ impl EventBus {
             st.attached = None;
             st.detached_at = Some(Instant::now());
         }
-    }
-
-    /// Adds channels (with an optional action filter); returns the full subscription set.
-    pub(crate) fn subscribe(
-        &self,
-        session: &Arc<Session>,
-        data: &Value,
-    ) -> Result<Value, WireError> {
-        let (channels, actions) = parse_subscription(data)?;
-        let mut st = session.state.lock();
-        let mut index = self.by_channel.write();
-        for c in channels {
-            let entry = st
-                .subscriptions
-                .entry(c.clone())
-                .or_insert_with(|| Some(BTreeSet::new()));
-            match (&actions, entry.as_mut()) {
-                (None, _) => *entry = None,
-                (Some(new), Some(existing)) => existing.extend(new.iter().cloned()),
-                (Some(_), None) => {} // already every action
-            }
-            let subscribers = index.entry(c).or_default();
-            if !subscribers.iter().any(|s| Arc::ptr_eq(s, session)) {
-                subscribers.push(session.clone());
-            }
-        }
-        Ok(st.subscription_set())
-    }
-
-    /// Removes channels (or only some actions of them); returns the full subscription set.
-    pub(crate) fn unsubscribe(
-        &self,
-        session: &Arc<Session>,
-        data: &Value,
-    ) -> Result<Value, WireError> {
-        let (channels, actions) = parse_subscription(data)?;
-        let mut st = session.state.lock();
-        let mut index = self.by_channel.write();
-        for c in channels {
-            let remove = match (&actions, st.subscriptions.get_mut(&c)) {
-                (Some(gone), Some(Some(existing))) => {
-                    existing.retain(|a| !gone.contains(a));
-                    existing.is_empty()
-                }
-                (Some(_), Some(None)) => false, // "every action" has no list to remove from
-                (None, Some(_)) => true,
-                (_, None) => false,
-            };
-            if remove {
-                st.subscriptions.remove(&c);
-                remove_from_index(&mut index, &c, session);
-            }
-        }
-        Ok(st.subscription_set())
     }
 
     /// Fans `event` out to every subscriber; returns how many sessions got it.
@@ -613,82 +406,5 @@ impl EventBus {
             "status_offered": m.status_offered.load(Ordering::Relaxed),
             "status_sent": m.status_sent.load(Ordering::Relaxed),
         })
-    }
-}
-
-fn remove_from_index(
-    index: &mut HashMap<String, Vec<Arc<Session>>>,
-    channel: &str,
-    session: &Arc<Session>,
-) {
-    if let Some(list) = index.get_mut(channel) {
-        list.retain(|s| !Arc::ptr_eq(s, session));
-        if list.is_empty() {
-            index.remove(channel);
-        }
-    }
-}
-
-type SubscriptionRequest = (Vec<String>, Option<BTreeSet<String>>);
-
-fn parse_subscription(data: &Value) -> Result<SubscriptionRequest, WireError> {
-    let names = |key: &str| -> Result<Option<Vec<String>>, WireError> {
-        match data.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v.as_str() {
-                    Some(s) if is_valid_name(s) => Ok(s.to_string()),
-                    _ => Err(WireError::new(
-                        ErrorCode::InvalidMessage,
-                        format!("{key} must be names matching [a-z0-9_.-]{{1,64}}"),
-                    )
-                    .with_details(json!({"field": key}))),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(_) => Err(WireError::new(
-                ErrorCode::InvalidMessage,
-                format!("{key} must be an array"),
-            )
-            .with_details(json!({"field": key}))),
-        }
-    };
-    let channels = names("channels")?
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            WireError::new(
-                ErrorCode::InvalidMessage,
-                "needs {\"channels\": [names], \"actions\": [names]?}",
-            )
-            .with_details(json!({"field": "channels"}))
-        })?;
-    let actions = names("actions")?.map(|a| a.into_iter().collect());
-    Ok((channels, actions))
-}
-
-/// Publishes events from application code (a controller embedding the server). Cheap to
-/// clone; usable from any thread. Publishing never blocks on clients.
-#[derive(Clone, Debug)]
-pub struct Publisher {
-    pub(crate) ctx: Arc<ServerContext>,
-}
-
-impl Publisher {
-    /// Publishes an unreliable, normal-priority event; returns how many subscribers got it.
-    pub fn publish(&self, channel: &str, action: &str, data: Value) -> Result<usize, WireError> {
-        self.publish_event(Event::new(channel, action, data))
-    }
-
-    /// Publishes `event`; returns how many subscribers got it. Errors: `invalid_message` for
-    /// a bad channel or action name, `shutting_down` once shutdown began.
-    pub fn publish_event(&self, event: Event) -> Result<usize, WireError> {
-        if self.ctx.shutdown.is_requested() {
-            return Err(WireError::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down",
-            ));
-        }
-        self.ctx.events.publish(&self.ctx.config, event)
     }
 }

@@ -1,0 +1,133 @@
+//! What is published: [`Event`] and its [`Priority`], the once-serialized [`EventBody`] every
+//! subscriber shares, and the [`Publisher`] handle for application code.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::message::{ErrorCode, WireError, timestamp_now};
+use crate::server::context::ServerContext;
+
+/// Delivery order within a connection's backlog: higher first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    /// Sent before normal and low events that are waiting.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Sent after everything else that is waiting.
+    Low,
+}
+
+impl Priority {
+    /// `high`, `normal`, `low`.
+    pub fn from_name(name: &str) -> Option<Priority> {
+        match name {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
+/// An event to publish.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Event {
+    /// Channel (`[a-z0-9_.-]{1,64}`); subscribers of it receive the event.
+    pub channel: String,
+    /// Action within the channel (same syntax); subscribers may filter on it.
+    pub action: String,
+    /// Payload.
+    pub data: Value,
+    /// Must be acknowledged by each subscriber (also implied by `ReliableChannels`).
+    pub reliable: bool,
+    /// Order within a connection's backlog.
+    pub priority: Priority,
+}
+
+impl Event {
+    /// A normal-priority, unreliable event.
+    pub fn new(channel: &str, action: &str, data: Value) -> Self {
+        Event {
+            channel: channel.into(),
+            action: action.into(),
+            data,
+            reliable: false,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// The same event, to be acknowledged by every subscriber.
+    pub fn reliable(mut self) -> Self {
+        self.reliable = true;
+        self
+    }
+
+    /// The same event with `priority`.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+/// An event serialized once and shared by all its subscribers.
+#[derive(Debug)]
+pub(crate) struct EventBody {
+    pub id: String,
+    pub reliable: bool,
+    pub priority: Priority,
+    /// The JSON after `"seq":N,`: `"id":…,"timestamp":…,"channel":…,"action":…,"data":…}`.
+    pub(super) tail: String,
+}
+
+impl EventBody {
+    /// The frame text for one session.
+    pub(crate) fn text(&self, seq: u64, redelivered: bool) -> String {
+        let mut s = String::with_capacity(self.tail.len() + 64);
+        s.push_str("{\"type\":\"event\",\"seq\":");
+        s.push_str(&seq.to_string());
+        s.push(',');
+        if self.reliable {
+            s.push_str("\"ack\":true,");
+        }
+        if redelivered {
+            s.push_str("\"redelivered\":true,");
+        }
+        s.push_str(&self.tail);
+        s
+    }
+}
+
+/// An unsequenced event sent to one connection (welcome, status).
+pub(crate) fn unsequenced_event(channel: &str, action: &str, data: &Value) -> String {
+    json!({"type": "event", "timestamp": timestamp_now(), "channel": channel, "action": action, "data": data}).to_string()
+}
+
+/// Publishes events from application code (a controller embedding the server). Cheap to
+/// clone; usable from any thread. Publishing never blocks on clients.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    pub(crate) ctx: Arc<ServerContext>,
+}
+
+impl Publisher {
+    /// Publishes an unreliable, normal-priority event; returns how many subscribers got it.
+    pub fn publish(&self, channel: &str, action: &str, data: Value) -> Result<usize, WireError> {
+        self.publish_event(Event::new(channel, action, data))
+    }
+
+    /// Publishes `event`; returns how many subscribers got it. Errors: `invalid_message` for
+    /// a bad channel or action name, `shutting_down` once shutdown began.
+    pub fn publish_event(&self, event: Event) -> Result<usize, WireError> {
+        if self.ctx.shutdown.is_requested() {
+            return Err(WireError::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        self.ctx.events.publish(&self.ctx.config, event)
+    }
+}

@@ -1,0 +1,117 @@
+//! `system/subscribe` and `system/unsubscribe`: a session's channel and action filters, and the
+//! channel → sessions index the fan-out reads.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{EventBus, Session};
+use crate::message::{ErrorCode, WireError, is_valid_name};
+
+impl EventBus {
+    /// Adds channels (with an optional action filter); returns the full subscription set.
+    pub(crate) fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        data: &Value,
+    ) -> Result<Value, WireError> {
+        let (channels, actions) = parse_subscription(data)?;
+        let mut st = session.state.lock();
+        let mut index = self.by_channel.write();
+        for c in channels {
+            let entry = st
+                .subscriptions
+                .entry(c.clone())
+                .or_insert_with(|| Some(BTreeSet::new()));
+            match (&actions, entry.as_mut()) {
+                (None, _) => *entry = None,
+                (Some(new), Some(existing)) => existing.extend(new.iter().cloned()),
+                (Some(_), None) => {} // already every action
+            }
+            let subscribers = index.entry(c).or_default();
+            if !subscribers.iter().any(|s| Arc::ptr_eq(s, session)) {
+                subscribers.push(session.clone());
+            }
+        }
+        Ok(st.subscription_set())
+    }
+
+    /// Removes channels (or only some actions of them); returns the full subscription set.
+    pub(crate) fn unsubscribe(
+        &self,
+        session: &Arc<Session>,
+        data: &Value,
+    ) -> Result<Value, WireError> {
+        let (channels, actions) = parse_subscription(data)?;
+        let mut st = session.state.lock();
+        let mut index = self.by_channel.write();
+        for c in channels {
+            let remove = match (&actions, st.subscriptions.get_mut(&c)) {
+                (Some(gone), Some(Some(existing))) => {
+                    existing.retain(|a| !gone.contains(a));
+                    existing.is_empty()
+                }
+                (Some(_), Some(None)) => false, // "every action" has no list to remove from
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if remove {
+                st.subscriptions.remove(&c);
+                remove_from_index(&mut index, &c, session);
+            }
+        }
+        Ok(st.subscription_set())
+    }
+}
+
+pub(super) fn remove_from_index(
+    index: &mut HashMap<String, Vec<Arc<Session>>>,
+    channel: &str,
+    session: &Arc<Session>,
+) {
+    if let Some(list) = index.get_mut(channel) {
+        list.retain(|s| !Arc::ptr_eq(s, session));
+        if list.is_empty() {
+            index.remove(channel);
+        }
+    }
+}
+
+type SubscriptionRequest = (Vec<String>, Option<BTreeSet<String>>);
+
+fn parse_subscription(data: &Value) -> Result<SubscriptionRequest, WireError> {
+    let names = |key: &str| -> Result<Option<Vec<String>>, WireError> {
+        match data.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v.as_str() {
+                    Some(s) if is_valid_name(s) => Ok(s.to_string()),
+                    _ => Err(WireError::new(
+                        ErrorCode::InvalidMessage,
+                        format!("{key} must be names matching [a-z0-9_.-]{{1,64}}"),
+                    )
+                    .with_details(json!({"field": key}))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                format!("{key} must be an array"),
+            )
+            .with_details(json!({"field": key}))),
+        }
+    };
+    let channels = names("channels")?
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            WireError::new(
+                ErrorCode::InvalidMessage,
+                "needs {\"channels\": [names], \"actions\": [names]?}",
+            )
+            .with_details(json!({"field": "channels"}))
+        })?;
+    let actions = names("actions")?.map(|a| a.into_iter().collect());
+    Ok((channels, actions))
+}
