@@ -20,6 +20,17 @@ fn subscribe(ws: &mut Client, id: &str, data: Value) -> Value {
     r["data"].clone()
 }
 
+/// `system/resume` of session `session_id` after `last_seq`; returns the response.
+fn resume(ws: &mut Client, session_id: &Value, last_seq: u64) -> Value {
+    request(
+        ws,
+        "r",
+        "system",
+        "resume",
+        json!({"session_id": session_id, "last_seq": last_seq}),
+    )
+}
+
 /// Next event (skipping responses).
 fn next_event(ws: &mut Client) -> Value {
     loop {
@@ -407,13 +418,7 @@ fn slow_client_is_closed_1013_and_can_resume_without_loss() {
     assert_eq!(close.code, CloseCode::Again);
     assert!(last_seq < 300);
     let mut again = connect(server.bound_addr(), Some(VIEWER_KEY));
-    let r = request(
-        &mut again,
-        "r",
-        "system",
-        "resume",
-        json!({"session_id": welcome["session_id"], "last_seq": last_seq}),
-    );
+    let r = resume(&mut again, &welcome["session_id"], last_seq);
     assert_eq!(r["data"]["resumed"], true, "{r}");
     for expected in last_seq + 1..=300 {
         let e = next_event(&mut again);
@@ -453,13 +458,7 @@ fn resume_after_a_killed_socket_loses_nothing() {
     drop(ws);
     go_tx.send(()).unwrap();
     let mut again = connect(server.bound_addr(), Some(VIEWER_KEY));
-    let r = request(
-        &mut again,
-        "r",
-        "system",
-        "resume",
-        json!({"session_id": welcome["session_id"], "last_seq": last_seq}),
-    );
+    let r = resume(&mut again, &welcome["session_id"], last_seq);
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["data"]["resumed"], true);
     assert_eq!(r["data"]["session_id"], welcome["session_id"]);
@@ -498,22 +497,10 @@ fn resume_is_refused_for_another_identity_and_reports_gaps_and_expiry() {
             .unwrap();
     }
     let mut other = connect(server.bound_addr(), Some(OPERATOR_KEY));
-    let r = request(
-        &mut other,
-        "r",
-        "system",
-        "resume",
-        json!({"session_id": welcome["session_id"], "last_seq": 0}),
-    );
+    let r = resume(&mut other, &welcome["session_id"], 0);
     assert_eq!(r["error"]["code"], "forbidden");
     let mut same = connect(server.bound_addr(), Some(VIEWER_KEY));
-    let r = request(
-        &mut same,
-        "r",
-        "system",
-        "resume",
-        json!({"session_id": welcome["session_id"], "last_seq": 0}),
-    );
+    let r = resume(&mut same, &welcome["session_id"], 0);
     assert_eq!(r["data"]["resumed"], false, "{r}");
     assert_eq!(r["data"]["reason"], "gap");
     // Still subscribed: new events keep coming, numbered after the lost ones.
@@ -527,13 +514,7 @@ fn resume_is_refused_for_another_identity_and_reports_gaps_and_expiry() {
         server.status()["events"]["sessions"] == 1
     });
     let mut late = connect(server.bound_addr(), Some(VIEWER_KEY));
-    let r = request(
-        &mut late,
-        "r",
-        "system",
-        "resume",
-        json!({"session_id": welcome["session_id"], "last_seq": 31}),
-    );
+    let r = resume(&mut late, &welcome["session_id"], 31);
     assert_eq!(r["error"]["code"], "invalid_message");
     assert!(
         r["error"]["message"]
