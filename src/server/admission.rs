@@ -64,21 +64,9 @@ pub(super) fn admit(
     let identity = match credential(head) {
         Some(Ok(cred)) => match ctx.auth.verify(&cred) {
             Ok(identity) => Some(identity),
-            Err(why) => {
-                return Err(
-                    Rejection::new(401, "Unauthorized", "auth_failed", why.0.clone())
-                        .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
-                        .state(ConnState::Rejected)
-                        .violation(),
-                );
-            }
+            Err(why) => return Err(unauthorized(why.0)),
         },
-        Some(Err(why)) => {
-            return Err(Rejection::new(401, "Unauthorized", "auth_failed", why)
-                .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
-                .state(ConnState::Rejected)
-                .violation());
-        }
+        Some(Err(why)) => return Err(unauthorized(why)),
         None => ctx.auth.anonymous(),
     };
     if ctx.shutdown.is_requested() {
@@ -120,6 +108,15 @@ pub(super) fn admit(
     registry.established += 1;
     *registry.established_per_ip.entry(ip).or_insert(0) += 1;
     Ok(Admitted { protocol, identity })
+}
+
+/// 401 for credentials that are present but wrong: the connection ends Rejected and the
+/// failure counts against the address (ViolationsBeforeBlock).
+fn unauthorized(why: impl Into<String>) -> Rejection {
+    Rejection::new(401, "Unauthorized", "auth_failed", why)
+        .header("WWW-Authenticate", "Key realm=\"hydrogen-ws\"")
+        .state(ConnState::Rejected)
+        .violation()
 }
 
 /// Gives back the MaxConnections slot taken by [`admit`].
