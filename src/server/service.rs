@@ -195,6 +195,11 @@ impl Services {
     /// The service connection `service_id` ended: unregister its channels and answer what
     /// it owed with `unavailable`.
     pub(crate) fn service_gone(&self, service_id: u64) {
+        // Called for every connection that ends; most never registered anything, so look
+        // under the read lock before taking the write lock that stalls command routing.
+        if !self.routes.read().values().any(|s| s.id == service_id) {
+            return;
+        }
         let channels: Vec<String> = {
             let mut routes = self.routes.write();
             let mine: Vec<String> = routes
