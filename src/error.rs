@@ -2,8 +2,11 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
-/// Everything that can go wrong when starting or running a server.
+use crate::message::WireError;
+
+/// Everything that can go wrong when starting or running a server, or using the client.
 ///
 /// Each variant says what the user should do about it; the binary maps them to exit codes
 /// (see [`Error::exit_code`]).
@@ -42,6 +45,44 @@ pub enum Error {
         /// The operating system's error.
         source: io::Error,
     },
+    /// Client: the server could not be reached (name lookup or TCP connect failed or timed
+    /// out). The reconnect policy tries again; check the URL and that the server runs.
+    Connect {
+        /// The URL dialled.
+        url: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Client: the TLS or WebSocket handshake failed or timed out (wrong subprotocol, not a
+    /// WebSocket server, certificate not trusted, ...).
+    Handshake {
+        /// The URL dialled.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// Client: the server refused the upgrade with an HTTP error (`401 auth_failed`,
+    /// `503 server_busy`, `429 rate_limited`, ...). 400/401/403/404/426 are not retried.
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The error code from the JSON body (`auth_failed`, ...), empty if there was none.
+        code: String,
+        /// The server's explanation.
+        message: String,
+        /// `Retry-After`, when the server sent one; the client waits at least that long.
+        retry_after: Option<Duration>,
+    },
+    /// Client: the server answered a request with an error object.
+    Server(WireError),
+    /// Client: no answer (or close handshake) within the timeout named here.
+    Timeout(String),
+    /// Client: there is no link to the server (it dropped and the client is reconnecting, or
+    /// the client was disconnected). Requests pending when a link drops end with this at once.
+    Disconnected,
+    /// Client: a bounded queue was full; the text names it. For `send`: slow down. For a
+    /// subscription queue: read it faster (a `Gap` marker follows).
+    QueueFull(String),
 }
 
 impl Error {
@@ -51,7 +92,7 @@ impl Error {
             Error::Config { .. } => 2,
             Error::Bind { .. } => 3,
             Error::Tls { .. } => 4,
-            Error::Io { .. } | Error::InvalidArgument(_) => 1,
+            _ => 1,
         }
     }
 
@@ -80,6 +121,23 @@ impl fmt::Display for Error {
             Error::Tls { path, message } => write!(f, "TLS material unusable ({path}): {message}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::InvalidArgument(why) => f.write_str(why),
+            Error::Connect { url, source } => write!(f, "cannot reach {url}: {source}"),
+            Error::Handshake { url, message } => {
+                write!(f, "handshake with {url} failed: {message}")
+            }
+            Error::Rejected {
+                status,
+                code,
+                message,
+                ..
+            } => write!(
+                f,
+                "server refused the connection: HTTP {status} {code}: {message}"
+            ),
+            Error::Server(e) => write!(f, "server error {}: {}", e.code.as_str(), e.message),
+            Error::Timeout(what) => write!(f, "timed out: {what}"),
+            Error::Disconnected => f.write_str("not connected to the server (the link is down)"),
+            Error::QueueFull(what) => write!(f, "queue full: {what}"),
         }
     }
 }
@@ -87,7 +145,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Bind { source, .. } | Error::Io { source, .. } => Some(source),
+            Error::Bind { source, .. }
+            | Error::Io { source, .. }
+            | Error::Connect { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -46,12 +46,15 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 mod error;
 pub mod message;
 mod server;
+mod tls_io;
 mod wake;
 
+pub use client::{Client, ClientConfig};
 pub use config::Config;
 pub use error::Error;
 pub use message::{Command, ErrorCode, MessageAuth, WireError};

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use hydrogen_ws::{Config, Error, Server};
 
+mod client_cli;
+
 const USAGE: &str = "\
 usage: hydrogen-ws [--config PATH] [--check-config]
+       hydrogen-ws client URL [--key K | --token T] [--protocol P] [--subscribe CHANNEL]...
        hydrogen-ws --help | --version
 
 Starts the WebSocket server with ./config.json (or built-in defaults when it is absent).
@@ -18,7 +21,8 @@ Starts the WebSocket server with ./config.json (or built-in defaults when it is 
   --check-config   validate the config, print the effective settings (secrets redacted), exit
 Signals: SIGINT/SIGTERM/SIGHUP shut down gracefully (a second one skips the waits);
 SIGUSR1 writes a thread dump to the log. RUST_LOG overrides the configured log level.
-Exit codes: 0 clean, 2 bad config or arguments, 3 no port could be bound, 4 TLS, 1 other.";
+Exit codes: 0 clean, 2 bad config or arguments, 3 no port could be bound, 4 TLS, 1 other.
+`hydrogen-ws client --help` describes the client.";
 
 /// Extra time the main thread gives the shutdown beyond its own deadlines before exiting anyway.
 const SHUTDOWN_WATCHDOG_MARGIN: Duration = Duration::from_secs(2);
@@ -28,7 +32,12 @@ struct Args {
     check_only: bool,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
+enum Mode {
+    Server(Args),
+    Client(Vec<String>),
+}
+
+fn parse_args() -> Result<Option<Mode>, String> {
     let mut args = Args {
         config: None,
         check_only: false,
@@ -46,13 +55,11 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             "--config" => args.config = Some(it.next().ok_or("--config needs a path")?.into()),
             "--check-config" => args.check_only = true,
-            "client" => {
-                return Err("the `client` subcommand is not available in this version yet".into());
-            }
+            "client" => return Ok(Some(Mode::Client(it.collect()))),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Some(args))
+    Ok(Some(Mode::Server(args)))
 }
 
 fn init_logging(level: &str) {
@@ -73,7 +80,11 @@ fn fail(e: &Error) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(Some(a)) => a,
+        Ok(Some(Mode::Server(a))) => a,
+        Ok(Some(Mode::Client(rest))) => {
+            init_logging("warn");
+            return client_cli::run(&rest);
+        }
         Ok(None) => return ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("hydrogen-ws: {msg}\n\n{USAGE}");

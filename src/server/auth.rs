@@ -74,6 +74,11 @@ impl Secret {
     }
 
     /// The secret's bytes, for keying an HMAC.
+    /// The secret itself, for the one place that must send it (the client's `Authorization`).
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
     pub(crate) fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }

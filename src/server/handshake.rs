@@ -24,7 +24,7 @@ pub(crate) use crate::server::admission::release_slot;
 use crate::server::auth::Identity;
 use crate::server::context::{ConnState, ConnectionShared, ServerContext};
 pub(crate) use crate::server::stream::ClientStream;
-use crate::server::tls;
+use crate::tls_io;
 use crate::wake::{self, Interest};
 
 /// Largest request head accepted; larger gets 431.
@@ -125,7 +125,7 @@ pub(crate) fn perform(
     if let Some(config) = &ctx.tls {
         let tls_conn = rustls::ServerConnection::new(config.clone()).map(Box::new);
         let done = tls_conn.map_err(|e| e.to_string()).and_then(|mut c| {
-            tls::handshake(&mut c, &stream.tcp, deadline)?;
+            tls_io::handshake(&mut c, &stream.tcp, deadline)?;
             Ok(c)
         });
         match done {
@@ -478,7 +478,7 @@ fn write_response(
 fn linger_and_close(stream: &mut ClientStream, deadline: Instant) {
     if let Some(conn) = &mut stream.tls {
         conn.send_close_notify();
-        let _ = tls::write_pending(conn, &stream.tcp);
+        let _ = tls_io::write_pending(conn, &stream.tcp);
     }
     let tcp: &TcpStream = &stream.tcp;
     let _ = tcp.shutdown(Shutdown::Write);

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use crate::server::tls;
+use crate::tls_io;
 
 /// The client's socket (plain, or TLS through rustls), replaying the request head we read to
 /// tungstenite's handshake.
@@ -38,7 +38,7 @@ impl Read for ClientStream {
             return Ok(n);
         }
         match &mut self.tls {
-            Some(conn) => tls::read(conn, &self.tcp, buf),
+            Some(conn) => tls_io::read(conn, &self.tcp, buf),
             None => (&*self.tcp).read(buf),
         }
     }
@@ -47,13 +47,13 @@ impl Read for ClientStream {
 impl Write for ClientStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.tls {
-            Some(conn) => tls::write(conn, &self.tcp, buf),
+            Some(conn) => tls_io::write(conn, &self.tcp, buf),
             None => (&*self.tcp).write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.tls {
-            Some(conn) => tls::write_pending(conn, &self.tcp),
+            Some(conn) => tls_io::write_pending(conn, &self.tcp),
             None => (&*self.tcp).flush(),
         }
     }

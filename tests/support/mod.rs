@@ -2,6 +2,8 @@
 //! over real sockets with tungstenite's client or raw TCP.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

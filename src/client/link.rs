@@ -1,0 +1,328 @@
+//! Establishing one link: URL → TCP (connect timeout) → TLS → WebSocket upgrade (handshake
+//! timeout), on a non-blocking socket so that every step is bounded by its deadline. HTTP
+//! rejections are read into [`Error::Rejected`] with the server's error code.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tungstenite::WebSocket;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
+
+use super::config::{ClientConfig, Credentials, TlsRoots};
+use crate::error::Error;
+use crate::tls_io;
+use crate::wake::{self, Interest};
+
+/// tungstenite's read buffer per client (its default of 128 KiB is allocated eagerly).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// The socket under a client's WebSocket: plain TCP or rustls over it.
+#[derive(Debug)]
+pub(crate) struct LinkStream {
+    tcp: TcpStream,
+    tls: Option<Box<rustls::ClientConnection>>,
+}
+
+impl LinkStream {
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.tcp.as_raw_fd()
+    }
+
+    /// Ends the TCP connection at once (no close handshake): for a link found dead.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Read for LinkStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(conn) => tls_io::read(conn, &self.tcp, buf),
+            None => (&self.tcp).read(buf),
+        }
+    }
+}
+
+impl Write for LinkStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(conn) => tls_io::write(conn, &self.tcp, buf),
+            None => (&self.tcp).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            Some(conn) => tls_io::write_pending(conn, &self.tcp),
+            None => (&self.tcp).flush(),
+        }
+    }
+}
+
+pub(crate) type Socket = WebSocket<LinkStream>;
+
+/// What the client needs to dial: the parsed URL and the TLS settings, built once.
+pub(crate) struct Dialer {
+    url: String,
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    protocol: Option<String>,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+    max_message_size: usize,
+}
+
+impl Dialer {
+    /// Checks the URL and loads the TLS roots. Errors: `InvalidArgument` for a bad URL,
+    /// `Tls` for an unreadable CA file or an empty system store.
+    pub(crate) fn new(config: &ClientConfig) -> Result<Dialer, Error> {
+        let request = config
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::InvalidArgument(format!("bad URL {:?}: {e}", config.url)))?;
+        let uri = request.uri();
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "bad URL {:?}: the scheme must be ws:// or wss://",
+                    config.url
+                )));
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::InvalidArgument(format!("bad URL {:?}: no host", config.url)))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tls = if secure {
+            Some(tls_config(&config.tls_roots)?)
+        } else {
+            None
+        };
+        Ok(Dialer {
+            url: config.url.clone(),
+            host,
+            port,
+            tls,
+            protocol: config.protocol.clone(),
+            connect_timeout: config.connect_timeout,
+            handshake_timeout: config.handshake_timeout,
+            max_message_size: config.max_message_size,
+        })
+    }
+
+    /// One attempt: connect, TLS, upgrade. The socket is left non-blocking.
+    pub(crate) fn dial(&self, credentials: Option<&Credentials>) -> Result<Socket, Error> {
+        let tcp = self.connect_tcp()?;
+        let deadline = wake::after(self.handshake_timeout);
+        tcp.set_nonblocking(true)
+            .map_err(|e| self.connect_error(e))?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = LinkStream { tcp, tls: None };
+        if let Some(config) = &self.tls {
+            let name = ServerName::try_from(self.host.clone())
+                .map_err(|e| Error::InvalidArgument(format!("bad host {:?}: {e}", self.host)))?;
+            let mut conn = rustls::ClientConnection::new(config.clone(), name)
+                .map_err(|e| self.handshake_error(format!("TLS: {e}")))?;
+            tls_io::handshake(&mut conn, &stream.tcp, deadline)
+                .map_err(|why| self.handshake_error(why))?;
+            stream.tls = Some(Box::new(conn));
+        }
+        self.upgrade(stream, credentials, deadline)
+    }
+
+    fn connect_tcp(&self) -> Result<TcpStream, Error> {
+        let addrs = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| self.connect_error(e))?;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => last = e,
+            }
+        }
+        Err(self.connect_error(last))
+    }
+
+    fn upgrade(
+        &self,
+        stream: LinkStream,
+        credentials: Option<&Credentials>,
+        deadline: Instant,
+    ) -> Result<Socket, Error> {
+        let fd = stream.raw_fd();
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let headers = request.headers_mut();
+        if let Some(p) = &self.protocol {
+            let v = HeaderValue::from_str(p)
+                .map_err(|_| Error::InvalidArgument(format!("bad protocol name {p:?}")))?;
+            headers.insert("Sec-WebSocket-Protocol", v);
+        }
+        if let Some(c) = credentials {
+            let mut v = HeaderValue::from_str(&c.header_value()).map_err(|_| {
+                Error::InvalidArgument("credentials must be printable ASCII".into())
+            })?;
+            v.set_sensitive(true);
+            headers.insert("Authorization", v);
+        }
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size));
+        let mut attempt = tungstenite::client::client_with_config(request, stream, Some(ws_config));
+        let mut ready = Vec::with_capacity(1);
+        loop {
+            match attempt {
+                Ok((ws, _response)) => return Ok(ws),
+                Err(HandshakeError::Failure(e)) => return Err(self.upgrade_error(e)),
+                Err(HandshakeError::Interrupted(mid)) => {
+                    if Instant::now() >= deadline {
+                        return Err(self.handshake_error(format!(
+                            "no upgrade response within the handshake timeout ({} ms)",
+                            self.handshake_timeout.as_millis()
+                        )));
+                    }
+                    let interest = [Interest {
+                        fd,
+                        read: true,
+                        write: false,
+                    }];
+                    wake::wait(&interest, Some(deadline), &mut ready)
+                        .map_err(|e| self.handshake_error(e.to_string()))?;
+                    attempt = mid.handshake();
+                }
+            }
+        }
+    }
+
+    fn connect_error(&self, source: io::Error) -> Error {
+        Error::Connect {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    fn handshake_error(&self, message: impl Into<String>) -> Error {
+        Error::Handshake {
+            url: self.url.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn upgrade_error(&self, e: tungstenite::Error) -> Error {
+        match e {
+            tungstenite::Error::Http(response) => {
+                let retry_after = response
+                    .headers()
+                    .get("Retry-After")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let body: Value = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                let text = |k: &str| {
+                    body["error"][k]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_default()
+                };
+                Error::Rejected {
+                    status: response.status().as_u16(),
+                    code: text("code"),
+                    message: text("message"),
+                    retry_after,
+                }
+            }
+            other => self.handshake_error(other.to_string()),
+        }
+    }
+}
+
+fn tls_config(roots: &TlsRoots) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let mut store = rustls::RootCertStore::empty();
+    match roots {
+        TlsRoots::System => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = store.add(cert);
+            }
+            if store.is_empty() {
+                return Err(Error::Tls {
+                    path: "system certificate store".into(),
+                    message: format!(
+                        "no usable CA certificate ({} errors); install ca-certificates or set \
+                         tls_roots to a CA file",
+                        found.errors.len()
+                    ),
+                });
+            }
+        }
+        TlsRoots::CaFile(path) => {
+            let tls_error = |message: String| Error::Tls {
+                path: path.display().to_string(),
+                message,
+            };
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| tls_error(format!("cannot read CA certificates: {e}")))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| tls_error(format!("not a PEM certificate file: {e}")))?;
+            for cert in certs {
+                store
+                    .add(cert)
+                    .map_err(|e| tls_error(format!("unusable CA certificate: {e}")))?;
+            }
+            if store.is_empty() {
+                return Err(tls_error("no CERTIFICATE block found".into()));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls {
+            path: "rustls".into(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Whether a failed attempt is worth repeating: refusals that only a change of configuration
+/// or credentials can fix are not.
+pub(crate) fn is_fatal(error: &Error) -> bool {
+    match error {
+        Error::Rejected { status, .. } => matches!(status, 400 | 401 | 403 | 404 | 426),
+        Error::InvalidArgument(_) | Error::Tls { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether a close code from the server allows reconnecting: not after a policy violation
+/// (1008: authentication failed, session taken over, disconnected by an admin) or a protocol
+/// or data error the same client would repeat.
+pub(crate) fn close_allows_reconnect(code: u16) -> bool {
+    !matches!(code, 1002 | 1003 | 1007 | 1008 | 1010)
+}
