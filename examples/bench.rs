@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
+
+#[path = "bench_parts/client_rows.rs"]
+mod client_rows;
 use tungstenite::{Message, WebSocket};
 
 const BIN: &str = "target/release/hydrogen-ws";
@@ -75,6 +78,8 @@ type Ws = WebSocket<TcpStream>;
 struct ServerProc {
     child: Child,
     addr: SocketAddr,
+    /// From spawning the process to its "listening on" log line.
+    ready_after: Duration,
 }
 
 impl ServerProc {
@@ -103,6 +108,7 @@ impl ServerProc {
             section.extend(extra.clone());
         }
         std::fs::write(&cfg, body.to_string()).unwrap();
+        let spawned_at = Instant::now();
         let mut child = pinned(BIN, cpu)
             .args(["--config", cfg.to_str().unwrap()])
             .env("HYDROGEN_API_KEY", KEY)
@@ -118,19 +124,19 @@ impl ServerProc {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(a) = line.split("listening on ").nth(1) {
-                    let _ = tx.try_send(a.trim().to_string());
+                    let _ = tx.try_send((a.trim().to_string(), spawned_at.elapsed()));
                 }
                 if std::env::var_os("BENCH_VERBOSE").is_some() && line.contains("shutdown") {
                     eprintln!("  server: {line}");
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(STEP_TIMEOUT)
-            .expect("server did not start")
-            .parse()
-            .unwrap();
-        ServerProc { child, addr }
+        let (addr, ready_after) = rx.recv_timeout(STEP_TIMEOUT).expect("server did not start");
+        ServerProc {
+            child,
+            addr: addr.parse().unwrap(),
+            ready_after,
+        }
     }
 
     fn proc_field(&self, field: &str) -> u64 {
@@ -655,6 +661,20 @@ fn main() {
         }
         return;
     }
+    if std::env::args().any(|a| a == "--client-only") {
+        let c = client_rows::measure();
+        println!(
+            "client request p50/p99 {:.1}/{:.1} µs, raw {:.1}/{:.1} µs, ratio {:.2}; link cut → resumed {:.1} ms; restart → re-subscribed {:.1} ms",
+            c.lib_p50_us,
+            c.lib_p99_us,
+            c.raw_p50_us,
+            c.raw_p99_us,
+            c.lib_p50_us / c.raw_p50_us,
+            c.cut_ms,
+            c.restart_ms
+        );
+        return;
+    }
     if std::env::args().any(|a| a == "--shutdown-only") {
         println!("shutdown 1000: {:.1} ms", shutdown_ms(1000));
         return;
@@ -705,6 +725,7 @@ fn main() {
         FANOUT_SUBSCRIBERS.iter().map(|&n| (n, fanout(n))).collect();
     let shut100 = shutdown_ms(100);
     let shut1000 = shutdown_ms(1000);
+    let client = client_rows::measure();
 
     let (p50, p99) = (percentile(rtt, 0.5), percentile(rtt, 0.99));
     let (t50, t99) = (percentile(tcp, 0.5), percentile(tcp, 0.99));
@@ -744,6 +765,22 @@ fn main() {
     println!("| threads with 1000 connections | {threads1000} | |");
     println!(
         "| CPU, 100 idle connections over {IDLE_CPU_SECS} s | {idle_cpu_pct:.2} % ({cpu_ticks} ticks) | < 1 % |"
+    );
+    println!(
+        "| client library `request(system/ping)` p50 / p99 (raw tungstenite client: {:.1} / {:.1} µs) | {:.1} / {:.1} µs ({:.2}× raw) | ≤ 1.5× |",
+        client.raw_p50_us,
+        client.raw_p99_us,
+        client.lib_p50_us,
+        client.lib_p99_us,
+        client.lib_p50_us / client.raw_p50_us
+    );
+    println!(
+        "| client reconnect, link cut → session resumed, median (initial_delay {} ms) | {:.1} ms | |",
+        client.initial_delay_ms, client.cut_ms
+    );
+    println!(
+        "| client reconnect, restarted server listening → re-subscribed, median | {:.1} ms | |",
+        client.restart_ms
     );
     for (n, r) in &fan_rows {
         let target = match n {

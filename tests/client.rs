@@ -645,3 +645,27 @@ fn client_demo_example_runs_its_lifecycle() {
     assert!(report.messages_seen >= 5, "{report:?}");
     wait_for("the demo is gone", || server.connection_count() == 0);
 }
+
+#[test]
+fn refused_reconnects_back_off_and_stop_at_max_attempts() {
+    let server = start();
+    let proxy = Proxy::start(server.bound_addr());
+    let mut cfg = config(&proxy.url(), VIEWER_KEY);
+    cfg.reconnect.initial_delay = Duration::from_millis(20);
+    cfg.reconnect.max_delay = Duration::from_secs(1);
+    cfg.reconnect.max_attempts = Some(5);
+    let (callbacks, watch) = watched();
+    let client = Client::connect_with(cfg, callbacks).unwrap();
+    proxy.refuse(true);
+    proxy.cut();
+    let t0 = Instant::now();
+    wait_for("the client gives up", || client.gave_up());
+    let took = t0.elapsed();
+    // 20 + 40 + 80 + 160 + 320 ms (±20 %) of backoff before the five attempts.
+    assert!(took >= Duration::from_millis(450), "{took:?}: no backoff");
+    assert_eq!(proxy.accepted(), 1 + 5, "the first link and five attempts");
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(proxy.accepted(), 6, "nothing after giving up");
+    assert_eq!(watch.errors.try_iter().count(), 5);
+    assert!(!client.is_connected());
+}

@@ -73,7 +73,8 @@ pub struct ReconnectPolicy {
     pub multiplier: f64,
     /// Random spread, a fraction of the delay in `0.0..=1.0`. Default 0.2.
     pub jitter: f64,
-    /// Give up after this many failed attempts in a row; `None` (default) never gives up.
+    /// Give up after this many attempts without a link that stayed up for `reset_after`;
+    /// `None` (default) never gives up.
     pub max_attempts: Option<u32>,
     /// A link up this long resets the attempt count. Default 60 s.
     pub reset_after: Duration,

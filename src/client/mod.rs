@@ -159,6 +159,14 @@ impl Client {
         self.shared.state.lock().ready
     }
 
+    /// The client has stopped trying to connect: its reconnect policy ran out of attempts, the
+    /// server refused it in a way retrying cannot fix (401, close 1008, ...), or it was
+    /// disconnected. [`Client::set_credentials`] starts it again after a refusal.
+    pub fn gave_up(&self) -> bool {
+        let st = self.shared.state.lock();
+        !st.link_up && (st.gave_up || st.stopping)
+    }
+
     /// The server-side session id, once the server has welcomed the client.
     pub fn session_id(&self) -> Option<String> {
         self.shared.state.lock().session_id.clone()

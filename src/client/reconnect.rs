@@ -45,7 +45,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
             );
             match shared.dialer.dial(credentials.as_ref()) {
                 Ok(socket) => {
-                    attempt = 0;
+                    // `attempt` is kept: only a link that stays up for `reset_after` resets it
+                    // (the I/O thread says so), so a link that keeps dropping backs off.
                     // The I/O thread marks the link up; until then, wait here.
                     shared.state.lock().want_link = false;
                     let _ = shared.link_events.send(LinkEvent::Up {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-/// How often the proxy's threads look at their flags (test code only).
+/// How often a forwarding thread with nothing to read looks at the stop flag.
 const PROXY_TICK: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
@@ -34,7 +34,6 @@ pub struct Proxy {
 impl Proxy {
     pub fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(ProxyState::default());
         let st = state.clone();
@@ -42,18 +41,16 @@ impl Proxy {
             while !st.stop.load(Ordering::SeqCst) {
                 let client = match listener.accept() {
                     Ok((c, _)) => c,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(PROXY_TICK);
-                        continue;
-                    }
                     Err(_) => break,
                 };
+                if st.stop.load(Ordering::SeqCst) {
+                    break; // the wake-up connection from Drop
+                }
                 st.accepted.fetch_add(1, Ordering::SeqCst);
                 if st.refusing.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                client.set_nonblocking(false).unwrap();
                 let Ok(server) = TcpStream::connect(target) else {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
@@ -129,6 +126,7 @@ fn forward(mut from: TcpStream, mut to: TcpStream, st: &ProxyState) {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the blocking accept
         self.cut();
         if let Some(h) = self.accept.take() {
             let _ = h.join();
