@@ -1,5 +1,5 @@
-//! hydrogen-ws: a WebSocket server (and, later, client) for device controllers — 3D printers
-//! and other small boards. It speaks the Hydrogen WebSocket interface: JSON command/response
+//! hydrogen-ws: a WebSocket server and client for device controllers — 3D printers and other
+//! small boards. It speaks the Hydrogen WebSocket interface: JSON command/response
 //! envelopes over the `hydrogen-protocol` subprotocol, API-key authentication, a built-in
 //! `system` channel (ping, status, info, threads, disconnect), and application channels
 //! served by handlers you register.
@@ -31,6 +31,9 @@
 //! let report = server.shutdown();
 //! assert!(report.stuck_threads.is_empty());
 //! ```
+//!
+//! The client side is [`client::Client`]: requests, subscriptions, and a link that reconnects
+//! and resumes its session by itself.
 //!
 //! Load the shipped `config.json` the way the binary does:
 //!

@@ -38,7 +38,7 @@ enum Phase {
     /// Credentials were sent: the server's `system/welcome` comes first.
     AwaitingWelcome { deadline: Instant },
     /// Waiting for the answer to a resume or re-subscribe.
-    Restoring,
+    Restoring { deadline: Instant },
     /// Open for the application.
     Ready,
 }
@@ -133,8 +133,10 @@ impl Io {
                     write: link.write_blocked,
                 });
                 deadline = link.close_deadline.or(match link.phase {
-                    Phase::AwaitingWelcome { deadline } => Some(deadline),
-                    _ => None,
+                    Phase::AwaitingWelcome { deadline } | Phase::Restoring { deadline } => {
+                        Some(deadline)
+                    }
+                    Phase::Ready => None,
                 });
             }
             if let Err(e) = wake::wait(&interests, deadline, &mut ready) {
@@ -154,12 +156,11 @@ impl Io {
 
     fn take_link(&mut self, ws: Socket, attempts: u32) {
         let generation = self.shared.link_up();
+        let deadline = wake::after(self.shared.config.handshake_timeout);
         let phase = if self.shared.credentials.lock().is_some() {
-            Phase::AwaitingWelcome {
-                deadline: wake::after(self.shared.config.handshake_timeout),
-            }
+            Phase::AwaitingWelcome { deadline }
         } else {
-            Phase::Restoring
+            Phase::Restoring { deadline }
         };
         self.link = Some(Link {
             ws,
@@ -178,7 +179,10 @@ impl Io {
             welcome: Value::Null,
         });
         self.shared.frame_arrived();
-        if matches!(self.link.as_ref().map(|l| &l.phase), Some(Phase::Restoring)) {
+        if matches!(
+            self.link.as_ref().map(|l| &l.phase),
+            Some(Phase::Restoring { .. })
+        ) {
             // No credentials, so no welcome and no session to resume.
             self.restore(None);
         }
@@ -242,17 +246,27 @@ impl Io {
 
     fn on_command(&mut self, cmd: IoCommand) {
         match cmd {
-            IoCommand::Send { text, request } => match &mut self.link {
-                Some(link) if matches!(link.phase, Phase::Ready) => write_text(link, text),
-                Some(link) => link.held.push((text, request)),
-                None => {
-                    if let Some(id) = request
-                        && let Some(tx) = self.shared.pending.lock().remove(&id)
-                    {
-                        let _ = tx.try_send(Err(Error::Disconnected));
-                    }
+            IoCommand::Send { text, request } => {
+                // A request whose caller was already answered (Disconnected by a link that
+                // dropped since, or Timeout) is not sent: it must not run unbeknown to it.
+                if let Some(id) = &request
+                    && !self.shared.pending.lock().contains_key(id)
+                {
+                    return;
                 }
-            },
+                match &mut self.link {
+                    Some(link) if matches!(link.phase, Phase::Ready) => write_text(link, text),
+                    Some(link) => link.held.push((text, request)),
+                    None => match request {
+                        Some(id) => {
+                            if let Some(tx) = self.shared.pending.lock().remove(&id) {
+                                let _ = tx.try_send(Err(Error::Disconnected));
+                            }
+                        }
+                        None => callbacks::call(&mut self.callbacks.error, &Error::Disconnected),
+                    },
+                }
+            }
             IoCommand::Ping { generation } => {
                 if let Some(link) = &mut self.link
                     && link.generation == generation
@@ -349,6 +363,10 @@ impl Io {
                 && now >= deadline
             {
                 link.broken = Some((1006, "no system/welcome from the server in time".into()));
+            } else if let Phase::Restoring { deadline } = link.phase
+                && now >= deadline
+            {
+                link.broken = Some((1006, "session not restored in time".into()));
             }
         }
         if let Some((code, reason)) = link.broken.take() {
@@ -443,7 +461,9 @@ impl Io {
         if !matches!(link.phase, Phase::AwaitingWelcome { .. }) {
             return;
         }
-        link.phase = Phase::Restoring;
+        link.phase = Phase::Restoring {
+            deadline: wake::after(self.shared.config.handshake_timeout),
+        };
         link.welcome = data.clone();
         let new_session = data["session_id"].as_str().map(str::to_owned);
         match self.session_id.clone() {
@@ -552,8 +572,13 @@ impl Io {
     fn become_ready(&mut self) {
         let Some(link) = &mut self.link else { return };
         link.phase = Phase::Ready;
-        for (text, _) in std::mem::take(&mut link.held) {
-            write_text(link, text);
+        for (text, request) in std::mem::take(&mut link.held) {
+            let answered = request
+                .as_ref()
+                .is_some_and(|id| !self.shared.pending.lock().contains_key(id));
+            if !answered {
+                write_text(link, text);
+            }
         }
         let reconnects = self.links_so_far;
         self.links_so_far += 1;
