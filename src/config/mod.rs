@@ -47,6 +47,10 @@ pub struct Config {
     pub key_path: Option<PathBuf>,
     /// `AuthRequired` (true): false admits every client with role `viewer`.
     pub auth_required: bool,
+    /// `EchoMode` (false): every text and binary message of an authenticated (or, without
+    /// `AuthRequired`, any) client is sent back as it is, by the same connection code, instead
+    /// of being read as a command. For protocol test suites (Autobahn); never in production.
+    pub echo_mode: bool,
     /// `Key` (from `HYDROGEN_API_KEY`) and `Keys`: accepted API keys with their roles.
     pub keys: Vec<ApiKey>,
     /// `MaxConnections` (100): established clients; more get HTTP 503.
@@ -167,6 +171,7 @@ impl Default for Config {
             certificate_path: None,
             key_path: None,
             auth_required: true,
+            echo_mode: false,
             keys: Vec::new(),
             max_connections: 100,
             max_connections_per_ip: 20,
@@ -334,6 +339,9 @@ impl Config {
         if let Some(v) = s.take_bool("AuthRequired")? {
             cfg.auth_required = v;
         }
+        if let Some(v) = s.take_bool("EchoMode")? {
+            cfg.echo_mode = v;
+        }
         if let Some(k) = Section::as_str_value(&key, "WebSocketServer.Key")? {
             cfg.keys
                 .push(ApiKey::new("default", Secret::new(k), Role::Admin));
@@ -480,7 +488,7 @@ impl Config {
             "SecureMode": if self.tls { "tls" } else { "none" },
             "CertificatePath": self.certificate_path.as_ref().map(|p| p.display().to_string()),
             "KeyPath": self.key_path.as_ref().map(|p| p.display().to_string()),
-            "AuthRequired": self.auth_required, "Keys": keys,
+            "AuthRequired": self.auth_required, "EchoMode": self.echo_mode, "Keys": keys,
             "MaxConnections": self.max_connections, "MaxConnectionsPerIp": self.max_connections_per_ip,
             "MaxMessageSize": self.max_message_size, "HandshakeTimeoutMs": ms(self.handshake_timeout),
             "AuthTimeoutMs": ms(self.auth_timeout), "HeartbeatIntervalMs": ms(self.heartbeat_interval),

@@ -37,8 +37,41 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 #[derive(Debug, Default)]
 struct WorkQueue {
-    jobs: VecDeque<JobBox>,
+    /// Waiting jobs with their channel.
+    jobs: VecDeque<(String, JobBox)>,
+    /// Workers busy per channel: a channel may hold at most `per_channel_cap` of them, so a
+    /// handler that never returns cannot starve the other channels.
+    busy: HashMap<String, usize>,
     stopping: bool,
+}
+
+impl WorkQueue {
+    /// The first waiting job whose channel is under its cap.
+    fn take_runnable(&mut self, cap: usize) -> Option<(String, JobBox)> {
+        let busy = &self.busy;
+        let pos = self
+            .jobs
+            .iter()
+            .position(|(c, _)| busy.get(c).copied().unwrap_or(0) < cap)?;
+        let job = self.jobs.remove(pos)?;
+        *self.busy.entry(job.0.clone()).or_insert(0) += 1;
+        Some(job)
+    }
+
+    fn finished(&mut self, channel: &str) {
+        if let Some(n) = self.busy.get_mut(channel) {
+            *n -= 1;
+            if *n == 0 {
+                self.busy.remove(channel);
+            }
+        }
+    }
+}
+
+/// How many workers one channel may occupy at once: half the pool, rounded up (all of a pool
+/// of one). The rest stay free for other channels.
+pub(crate) fn per_channel_cap(pool_size: usize) -> usize {
+    pool_size.div_ceil(2).max(1)
 }
 
 struct JobBox(Job);
@@ -97,7 +130,7 @@ impl Dispatcher {
         self.queue.lock().jobs.len()
     }
 
-    fn submit(&self, job: Job) -> Result<(), WireError> {
+    fn submit(&self, channel: &str, job: Job) -> Result<(), WireError> {
         let mut q = self.queue.lock();
         if q.stopping {
             return Err(WireError::new(
@@ -105,9 +138,10 @@ impl Dispatcher {
                 "the server is shutting down",
             ));
         }
-        q.jobs.push_back(JobBox(job));
+        q.jobs.push_back((channel.to_owned(), JobBox(job)));
         drop(q);
-        self.queue_ready.notify_one();
+        // Not notify_one: the woken worker may find only jobs of a channel at its cap.
+        self.queue_ready.notify_all();
         Ok(())
     }
 
@@ -122,6 +156,7 @@ impl Dispatcher {
 
     /// Starts `ThreadPoolSize` workers named `hws-worker-<n>`.
     pub(crate) fn start_workers(ctx: &Arc<ServerContext>) -> std::io::Result<()> {
+        let cap = per_channel_cap(ctx.config.thread_pool_size);
         for n in 0..ctx.config.thread_pool_size {
             let worker_ctx = ctx.clone();
             ThreadRegistry::spawn(
@@ -133,13 +168,13 @@ impl Dispatcher {
                 move |tag| {
                     let d = &worker_ctx.dispatch;
                     loop {
-                        let job = {
+                        let (channel, job) = {
                             let mut q = d.queue.lock();
                             loop {
                                 if q.stopping {
                                     return;
                                 }
-                                if let Some(job) = q.jobs.pop_front() {
+                                if let Some(job) = q.take_runnable(cap) {
                                     break job;
                                 }
                                 tag.set(Activity::Waiting, worker_ctx.uptime_ms());
@@ -148,6 +183,9 @@ impl Dispatcher {
                         };
                         tag.set(Activity::Running, worker_ctx.uptime_ms());
                         (job.0)();
+                        d.queue.lock().finished(&channel);
+                        // A job of this channel may have been waiting for the cap.
+                        d.queue_ready.notify_all();
                     }
                 },
             )?;
@@ -187,8 +225,11 @@ impl Dispatcher {
             command,
         };
         let conn = conn.clone();
-        ctx.dispatch
-            .submit(Box::new(move || run_handler(&*handler, &request, &conn)))
+        let channel = request.command.channel.clone();
+        ctx.dispatch.submit(
+            &channel,
+            Box::new(move || run_handler(&*handler, &request, &conn)),
+        )
     }
 }
 

@@ -59,6 +59,11 @@ impl Server {
     /// be created.
     pub fn start(config: Config) -> Result<ServerHandle, Error> {
         config.validate()?;
+        if config.echo_mode {
+            log::warn!(
+                "EchoMode is on: messages are echoed back, not processed as commands (for protocol test suites only)"
+            );
+        }
         let tls = match (&config.certificate_path, &config.key_path) {
             (Some(cert), Some(key)) if config.tls => Some(tls::server_config(cert, key)?),
             _ => None,

@@ -344,7 +344,9 @@ impl Connection {
                                 .metrics
                                 .total_requests
                                 .fetch_add(1, Ordering::Relaxed);
-                            if self.close_deadline.is_none() {
+                            if self.close_deadline.is_none() && self.echoes() {
+                                self.send_message(Message::Text(text));
+                            } else if self.close_deadline.is_none() {
                                 // Events queued before this message arrived go out before
                                 // its response: a command is a barrier for the client.
                                 self.drain_outbound();
@@ -358,6 +360,12 @@ impl Connection {
                                     );
                                     self.start_close(1011, "internal error");
                                 }
+                            }
+                        }
+                        Message::Binary(data) if self.echoes() => {
+                            self.last_message = now;
+                            if self.close_deadline.is_none() {
+                                self.send_message(Message::Binary(data));
                             }
                         }
                         Message::Binary(_) => {
@@ -494,6 +502,11 @@ impl Connection {
             }
             Err(_) => self.broken = true,
         }
+    }
+
+    /// `EchoMode`: messages go back as they are, once the client is past authentication.
+    fn echoes(&self) -> bool {
+        self.ctx.config.echo_mode && self.shared.state() != ConnState::Verifying
     }
 
     fn send(&mut self, text: String) {
