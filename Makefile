@@ -7,7 +7,7 @@ VENV_PY := $(abspath $(VENV))/bin/python
 BIN     := target/release/hydrogen-ws
 KEYFILE := .hydrogen-api-key
 
-.PHONY: all build run test lint bench clean
+.PHONY: all build run test lint bench hardening autobahn fuzz soak clean
 
 all: build
 
@@ -44,6 +44,13 @@ lint:
 bench: build
 	$(CARGO) run --release --example bench
 
+# The long checks of issue #5 (make test runs the fast ones, tests/faults.rs among them).
+# Autobahn|Testsuite against the server in EchoMode; installs the suite on first use.
+autobahn: build
+	bash tests/autobahn/run.sh
+
+hardening: autobahn
+
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .autobahn-venv

@@ -3,6 +3,9 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use support::*;
 use tungstenite::Message;
@@ -149,6 +152,57 @@ fn invalid_utf8_closes_with_1007() {
     );
     ws.send(Message::Frame(frame)).unwrap();
     assert_eq!(expect_close(&mut ws).unwrap().code, CloseCode::Invalid);
+    assert_still_serving(&server);
+}
+
+#[test]
+fn a_protocol_error_fails_the_connection_without_waiting_for_a_close_reply() {
+    // RFC 6455 §7.1.7: after a protocol error the server sends its close frame and drops TCP
+    // itself (Autobahn 7.3.2 and 7.5.1 check this); it does not wait CloseWaitMs for a reply.
+    let server = start_with(|c| c.close_wait = Duration::from_secs(5));
+    let mut tcp = std::net::TcpStream::connect(server.bound_addr()).unwrap();
+    tcp.write_all(
+        upgrade_request(
+            "/",
+            &format!("Authorization: Key {ADMIN_KEY}\r\nSec-WebSocket-Protocol: {PROTOCOL}\r\n"),
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // A close frame with a one-byte payload is invalid (masked, as from a client).
+    tcp.write_all(&[0x88, 0x81, 1, 2, 3, 4, 0x07]).unwrap();
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no EOF from the server: {e}"),
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // The last frame before EOF is the server's close with 1002 (0x03ea).
+    let close = seen
+        .windows(4)
+        .rposition(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xea);
+    assert!(
+        close.is_some(),
+        "no close 1002 before EOF: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
     assert_still_serving(&server);
 }
 

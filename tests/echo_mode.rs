@@ -9,7 +9,8 @@ use tungstenite::Message;
 #[test]
 fn echo_mode_sends_text_and_binary_back_through_the_connection() {
     let server = start_with(|c| c.echo_mode = true);
-    let mut ws = connect(server.bound_addr(), Some(VIEWER_KEY));
+    // No welcome event either: an echo peer gets nothing but its own messages.
+    let mut ws = try_connect(server.bound_addr(), Some(VIEWER_KEY), "/", Some(PROTOCOL)).unwrap();
     ws.send(Message::Text("not even JSON".into())).unwrap();
     assert_eq!(ws.read().unwrap(), Message::Text("not even JSON".into()));
     let blob: Vec<u8> = (0..=255).collect();

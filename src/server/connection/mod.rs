@@ -180,6 +180,9 @@ struct Connection {
     shutdown_deadline: Option<Instant>,
     write_blocked: bool,
     broken: bool,
+    /// The client broke the protocol: once our close frame is out, drop the TCP connection
+    /// instead of waiting for its reply (RFC 6455 §7.1.7, "fail the WebSocket connection").
+    fail_after_flush: bool,
     rejected: bool,
     in_flight: Vec<InFlight>,
     recent_ids: RecentIds,
@@ -243,6 +246,7 @@ impl Connection {
             shutdown_deadline: None,
             write_blocked: false,
             broken: false,
+            fail_after_flush: false,
             rejected: false,
             in_flight: Vec::new(),
             recent_ids: RecentIds {
@@ -274,7 +278,8 @@ impl Connection {
 
     /// The loop. Returns the state the connection ends in.
     fn serve(&mut self) -> ConnState {
-        if let Some(identity) = self.identity.clone() {
+        // EchoMode peers (protocol test suites) get nothing but their own messages back.
+        if let Some(identity) = self.identity.clone().filter(|_| !self.ctx.config.echo_mode) {
             let session_id = self.start_session(&identity);
             let mut welcome = json!({"session_id": session_id, "connection_id": self.shared.id, "role": identity.role.as_str()});
             if let Some(tokens) = self.ctx.auth.session_tokens() {
@@ -296,7 +301,7 @@ impl Connection {
                 break;
             }
             self.flush();
-            if self.broken {
+            if self.broken || (self.fail_after_flush && !self.write_blocked) {
                 break;
             }
             // The waker was reset when this round began; output that could not be taken
@@ -411,6 +416,7 @@ impl Connection {
                 }
                 Err(WsError::Utf8(_)) => {
                     self.start_close(1007, "invalid UTF-8 in text frame");
+                    self.fail_after_flush = true;
                     return Flow::Continue;
                 }
                 Err(WsError::Protocol(p)) => {
@@ -429,6 +435,7 @@ impl Connection {
                         return Flow::Stop;
                     }
                     self.start_close(1002, "protocol error");
+                    self.fail_after_flush = true;
                     return Flow::Continue;
                 }
                 Err(e) => {
