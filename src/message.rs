@@ -476,6 +476,10 @@ pub(crate) fn error_reply(reply_to: Option<&ReplyTo>, error: &WireError) -> Stri
 }
 
 #[cfg(test)]
+#[path = "message_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
