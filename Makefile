@@ -1,5 +1,7 @@
 # hydrogen-ws — the whole set-up on a fresh machine is `make run` and `make test`.
 
+SHELL   := /bin/bash
+
 CARGO   ?= cargo
 PYTHON  ?= python3
 VENV    := .venv
@@ -50,6 +52,23 @@ autobahn: build
 	bash tests/autobahn/run.sh
 
 hardening: autobahn
+
+# cargo-fuzz (libFuzzer + AddressSanitizer) on the envelope parser, the config loader and the
+# handshake, FUZZ_SECONDS each (5 min). The stable toolchain is enough with RUSTC_BOOTSTRAP=1
+# (cargo-fuzz passes -Z flags). Seeds: tests/fuzz/seeds; what it learns: tests/fuzz/corpus;
+# a crash stops the run and is written to tests/fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := envelope config handshake
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p tests/fuzz/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tests/fuzz -O $$t \
+	    tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    2>&1 | grep -E "^(Done|==|SUMMARY|INFO: Running)|panicked|artifact" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz: $$t FAILED"; exit 1; }; \
+	done; echo "fuzz: every target ran clean"
 
 clean:
 	$(CARGO) clean

@@ -52,6 +52,9 @@
 pub mod client;
 pub mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 mod server;
 mod tls_io;
