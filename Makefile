@@ -9,7 +9,7 @@ VENV_PY := $(abspath $(VENV))/bin/python
 BIN     := target/release/hydrogen-ws
 KEYFILE := .hydrogen-api-key
 
-.PHONY: all build run test lint bench hardening autobahn fuzz soak clean
+.PHONY: all build run test lint bench hardening autobahn memcheck fuzz soak clean
 
 all: build
 
@@ -51,7 +51,17 @@ bench: build
 autobahn: build
 	bash tests/autobahn/run.sh
 
-hardening: autobahn
+# valgrind memcheck on the release server under load, and LeakSanitizer over the integration
+# suite (tests/valgrind/run.sh).
+memcheck: build $(VENV)/.installed
+	HWS_PYTHON=$(VENV_PY) bash tests/valgrind/run.sh
+
+# Soak: SOAK_SECONDS (600) of churn at SOAK_CLIENTS (500); prints the figures, fails on a lost
+# reliable event, RSS growth over 10 % after warm-up, or threads/descriptors not back at rest.
+soak: build
+	$(CARGO) run --release --example soak
+
+hardening: autobahn memcheck
 
 # cargo-fuzz (libFuzzer + AddressSanitizer) on the envelope parser, the config loader and the
 # handshake, FUZZ_SECONDS each (5 min). The stable toolchain is enough with RUSTC_BOOTSTRAP=1

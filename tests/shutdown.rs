@@ -59,11 +59,8 @@ fn shutdown_with_100_clients_sends_1001_to_each_and_leaves_no_thread() {
     assert_eq!(report.sockets_forced, 0);
     // Well-behaved clients: nobody waited for CloseWaitMs (2 s); a loose sanity bound.
     assert!(report.total_ms < 1500.0, "{report:?}");
-    assert!(
-        threads_named("hws-").is_empty(),
-        "{:?}",
-        threads_named("hws-")
-    );
+    // Joined; the kernel drops a joined thread from /proc/self/task a moment later.
+    wait_for("no server thread left", || threads_named("hws-").is_empty());
     // The listener is closed.
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
@@ -84,7 +81,7 @@ fn a_client_that_never_answers_cannot_hang_the_shutdown() {
         took >= Duration::from_millis(150) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert!(threads_named("hws-").is_empty());
+    wait_for("no server thread left", || threads_named("hws-").is_empty());
 }
 
 #[test]

@@ -81,9 +81,15 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
 
     // Phase 4: cleanup. Listeners closed with the accept thread; free what is left.
     let t = Instant::now();
+    let (sessions, unacked) = ctx.events.clear_sessions();
+    if unacked > 0 {
+        log::warn!(
+            "{unacked} reliable events were still unacknowledged in {sessions} sessions; they end with the server"
+        );
+    }
     let m = &ctx.metrics;
     log::info!(
-        "totals: {} connections, {} requests, {} messages in, {} out",
+        "totals: {} connections, {} requests, {} messages in, {} out; {sessions} sessions freed",
         m.total_connections
             .load(std::sync::atomic::Ordering::Relaxed),
         m.total_requests.load(std::sync::atomic::Ordering::Relaxed),

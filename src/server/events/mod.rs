@@ -382,6 +382,25 @@ impl EventBus {
             .collect()
     }
 
+    /// Shutdown phase 4: frees every session. Returns (sessions, reliable events still
+    /// unacknowledged in them), which the caller logs: those are lost with the process.
+    pub(crate) fn clear_sessions(&self) -> (usize, usize) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().drain().map(|(_, s)| s).collect();
+        self.by_channel.write().clear();
+        let unacked = sessions
+            .iter()
+            .map(|s| {
+                let mut st = s.state.lock();
+                let n = st.outbox.len();
+                st.outbox.clear();
+                st.ring.clear();
+                st.attached = None;
+                n
+            })
+            .sum();
+        (sessions.len(), unacked)
+    }
+
     /// Figures for status: sessions (attached, detached), subscriptions, unacked events.
     pub(crate) fn figures(&self) -> Value {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
