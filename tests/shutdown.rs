@@ -146,3 +146,42 @@ fn in_flight_commands_are_answered_before_the_close() {
         "the handler's answer is flushed before the close"
     );
 }
+
+#[test]
+fn cleanup_frees_every_session() {
+    // Memcheck found phase 4 leaving the sessions (and their replay buffers) to the exit.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start();
+    let mut attached = connect(server.bound_addr(), Some(VIEWER_KEY));
+    request(
+        &mut attached,
+        "s",
+        "system",
+        "subscribe",
+        json!({"channels": ["print"]}),
+    );
+    let mut detached = connect(server.bound_addr(), Some(VIEWER_KEY));
+    request(
+        &mut detached,
+        "s",
+        "system",
+        "subscribe",
+        json!({"channels": ["print"]}),
+    );
+    drop(detached); // its session waits for a resume
+    server
+        .publisher()
+        .publish("print", "progress", json!({"n": 1}))
+        .unwrap();
+    wait_for("one session detached", || {
+        server.status()["events"]["sessions_detached"] == 1
+    });
+    let t = thread::spawn(move || {
+        let _ = expect_close(&mut attached);
+    });
+    server.shutdown();
+    t.join().unwrap();
+    let events = &server.status()["events"];
+    assert_eq!(events["sessions"], 0, "{events}");
+    assert_eq!(events["replay_buffered_events"], 0, "{events}");
+}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Memory checks against the release build (make hardening):
 #  1. memcheck: the release server under valgrind while the soak driver (30 s, 20 clients:
-#     connects, subscriptions, commands, reliable events, abrupt drops, resumes) and the
-#     Python websockets client use it; then SIGTERM. Any memcheck error or definitely-lost
-#     block fails. tests/valgrind/ring.supp holds the only suppressions (ring's assembly).
+#     connects, subscriptions, commands, reliable events, abrupt drops, resumes) uses it;
+#     then SIGTERM. Any memcheck error or definitely-lost
+#     block fails. Suppressions: ring's assembly (ring.supp) and one http false positive
+#     (http.supp, explained there).
 #  2. LeakSanitizer: the whole integration suite, release profile, built with
 #     -Zsanitizer=leak (stable toolchain, RUSTC_BOOTSTRAP=1) in target/lsan; a leak fails it.
 set -euo pipefail
@@ -14,7 +15,7 @@ mkdir -p "$OUT"
 cargo build --release --bin hydrogen-ws --example soak
 echo "memcheck: release server under valgrind, soak driver 30 s x 20 clients"
 SOAK_SERVER_WRAPPER="valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite \
-  --errors-for-leak-kinds=definite --suppressions=tests/valgrind/ring.supp --log-file=$OUT/server.log" \
+  --errors-for-leak-kinds=definite --suppressions=tests/valgrind/ring.supp --suppressions=tests/valgrind/http.supp --log-file=$OUT/server.log" \
   SOAK_SECONDS=30 SOAK_CLIENTS=20 target/release/examples/soak > "$OUT/soak.log" 2>&1 || {
     tail -20 "$OUT/soak.log"; grep -A20 "ERROR SUMMARY\|definitely" "$OUT/server.log" | head -60
     echo "memcheck: FAILED (see $OUT/server.log)"; exit 1; }
