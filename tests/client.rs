@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, unbounded};
 use hydrogen_ws::client::{
     Callbacks, Client, ClientConfig, Credentials, Delivery, DisconnectInfo, GapReason,
-    ReconnectInfo, TlsRoots,
+    ReconnectInfo, Subscription, TlsRoots,
 };
 use hydrogen_ws::{Error, ErrorCode, Event, ServerHandle};
 use serde_json::{Value, json};
@@ -72,6 +72,22 @@ fn next_event_n(d: Option<Delivery>) -> u64 {
     match d {
         Some(Delivery::Event(e)) => e.data["n"].as_u64().expect("n"),
         other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Publishes `{"n": n}` on `print` and expects it as the next delivery of `sub`.
+fn publish_and_receive(server: &ServerHandle, sub: &Subscription, n: u64) {
+    server
+        .publisher()
+        .publish("print", "progress", json!({"n": n}))
+        .unwrap();
+    assert_eq!(next_event_n(sub.recv_timeout(WAIT)), n);
+}
+
+fn expect_gap(sub: &Subscription, expected: GapReason) {
+    match sub.recv_timeout(WAIT) {
+        Some(Delivery::Gap { reason, .. }) => assert_eq!(reason, expected),
+        other => panic!("expected a gap, got {other:?}"),
     }
 }
 
@@ -272,11 +288,7 @@ fn server_restart_resubscribes_and_marks_a_gap() {
     let client = Client::connect_with(config(&url(&server), VIEWER_KEY), callbacks).unwrap();
     let first_session = client.session_id().unwrap();
     let sub = client.subscribe("print").unwrap();
-    server
-        .publisher()
-        .publish("print", "progress", json!({"n": 1}))
-        .unwrap();
-    assert_eq!(next_event_n(sub.recv_timeout(WAIT)), 1);
+    publish_and_receive(&server, &sub, 1);
     server.shutdown();
     drop(server);
     let down = watch.disconnects.recv_timeout(WAIT).unwrap();
@@ -288,15 +300,8 @@ fn server_restart_resubscribes_and_marks_a_gap() {
     let again = watch.reconnects.recv_timeout(WAIT).unwrap();
     assert!(again.gap && !again.resumed, "{again:?}");
     assert_ne!(client.session_id().unwrap(), first_session);
-    match sub.recv_timeout(WAIT) {
-        Some(Delivery::Gap { reason, .. }) => assert_eq!(reason, GapReason::SessionLost),
-        other => panic!("expected a gap, got {other:?}"),
-    }
-    server
-        .publisher()
-        .publish("print", "progress", json!({"n": 2}))
-        .unwrap();
-    assert_eq!(next_event_n(sub.recv_timeout(WAIT)), 2);
+    expect_gap(&sub, GapReason::SessionLost);
+    publish_and_receive(&server, &sub, 2);
 }
 
 #[test]
@@ -323,18 +328,8 @@ fn expired_session_resubscribes_and_marks_a_gap() {
         again.gap && !again.resumed && again.attempts >= 1,
         "{again:?}"
     );
-    assert!(matches!(
-        sub.recv_timeout(WAIT),
-        Some(Delivery::Gap {
-            reason: GapReason::SessionLost,
-            ..
-        })
-    ));
-    server
-        .publisher()
-        .publish("print", "progress", json!({"n": 2}))
-        .unwrap();
-    assert_eq!(next_event_n(sub.recv_timeout(WAIT)), 2);
+    expect_gap(&sub, GapReason::SessionLost);
+    publish_and_receive(&server, &sub, 2);
     assert!(
         watch.errors.try_iter().count() >= 1,
         "refused attempts were reported"
@@ -364,11 +359,7 @@ fn half_open_link_is_detected_within_heartbeat_plus_pong_timeout() {
     proxy.stall(false);
     let again = watch.reconnects.recv_timeout(WAIT).unwrap();
     assert!(again.resumed, "{again:?}");
-    server
-        .publisher()
-        .publish("print", "progress", json!({"n": 7}))
-        .unwrap();
-    assert_eq!(next_event_n(sub.recv_timeout(WAIT)), 7);
+    publish_and_receive(&server, &sub, 7);
 }
 
 #[test]
@@ -527,18 +518,27 @@ fn tls_client_against_the_tls_server() {
     cfg.tls_roots = TlsRoots::CaFile(cert.clone());
     let client = Client::connect(cfg.clone()).unwrap();
     let sub = client.subscribe("print").unwrap();
-    server
-        .publisher()
-        .publish("print", "progress", json!({"n": 1}))
-        .unwrap();
-    assert_eq!(next_event_n(sub.recv_timeout(WAIT)), 1);
+    publish_and_receive(&server, &sub, 1);
     assert_eq!(
         client.request("system", "ping", json!({}), WAIT).unwrap(),
         json!({"pong": true})
     );
-    // Without the CA the certificate is not trusted.
+    // The system store does not know this self-signed certificate: refused in the handshake.
+    cfg.tls_roots = TlsRoots::System;
+    match Client::connect(cfg.clone()) {
+        Err(Error::Handshake { message, .. }) => {
+            assert!(message.contains("certificate"), "{message}")
+        }
+        // A machine without any CA certificates says so instead.
+        Err(Error::Tls { path, .. }) => assert_eq!(path, "system certificate store"),
+        other => panic!("expected an untrusted certificate, got {other:?}"),
+    }
+    // An unreadable CA file is a TLS error naming the file.
     cfg.tls_roots = TlsRoots::CaFile(std::path::PathBuf::from("/nonexistent/ca.pem"));
-    assert!(matches!(Client::connect(cfg), Err(Error::Tls { .. })));
+    match Client::connect(cfg) {
+        Err(Error::Tls { path, .. }) => assert_eq!(path, "/nonexistent/ca.pem"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
     let _ = std::fs::remove_file(cert);
     let _ = std::fs::remove_file(key);
 }
