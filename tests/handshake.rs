@@ -236,3 +236,21 @@ fn malformed_request_gets_400_and_oversized_head_431() {
     let (status, _, _) = raw_http(server.bound_addr(), &huge);
     assert_eq!(status, 431);
 }
+
+#[test]
+fn data_sent_before_the_101_gets_400() {
+    // RFC 6455 4.1: a client waits for the server's handshake before sending frames.
+    // tungstenite refuses the "junk after client request" silently; we answer why.
+    let server = start();
+    let mut request = upgrade_request(
+        "/",
+        &format!("Authorization: Key {VIEWER_KEY}\r\nSec-WebSocket-Protocol: {PROTOCOL}\r\n"),
+    );
+    request.push_str("early frame bytes");
+    let (status, _, body) = raw_http(server.bound_addr(), &request);
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_message", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("101"));
+    // Without the extra bytes the same request is upgraded.
+    let _ws = connect(server.bound_addr(), Some(VIEWER_KEY));
+}

@@ -64,6 +64,8 @@ pub(super) struct RequestHead {
     pub(super) is_upgrade: bool,
     pub(super) protocols: Vec<String>,
     pub(super) authorization: Option<String>,
+    /// Bytes that came after the head: a client that did not wait for `101`.
+    pub(super) trailing_bytes: usize,
 }
 
 /// A rejection: HTTP status, error code, message, extra headers.
@@ -193,6 +195,16 @@ pub(crate) fn perform(
         .header("Sec-WebSocket-Version", "13");
         return reject(ctx, conn, stream, r, deadline);
     }
+    if head.trailing_bytes > 0 {
+        // tungstenite would refuse this too ("junk after client request"), but silently.
+        let r = Rejection::new(
+            400,
+            "Bad Request",
+            "invalid_message",
+            "data sent before the handshake response: wait for 101 Switching Protocols (RFC 6455 4.1)",
+        );
+        return reject(ctx, conn, stream, r, deadline);
+    }
     let admitted = match admit(ctx, conn, &head) {
         Ok(a) => a,
         Err(r) => return reject(ctx, conn, stream, r, deadline),
@@ -284,11 +296,11 @@ fn read_head(
 fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(bytes) {
-        Ok(httparse::Status::Complete(_)) => {}
+    let head_len = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Err("incomplete request head".into()),
         Err(e) => return Err(e.to_string()),
-    }
+    };
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let all_headers: &[httparse::Header] = req.headers;
@@ -322,6 +334,7 @@ fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
         is_upgrade,
         protocols,
         authorization: header("Authorization").next().map(text),
+        trailing_bytes: bytes.len() - head_len,
     })
 }
 
