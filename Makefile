@@ -51,8 +51,8 @@ bench: build
 autobahn: build
 	bash tests/autobahn/run.sh
 
-# valgrind memcheck on the release server under load, and LeakSanitizer over the integration
-# suite (tests/valgrind/run.sh).
+# valgrind memcheck over every test binary of the release integration suite, then on the
+# release server under the soak driver (tests/valgrind/run.sh).
 memcheck: build $(VENV)/.installed
 	HWS_PYTHON=$(VENV_PY) bash tests/valgrind/run.sh
 
