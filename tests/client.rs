@@ -1,7 +1,7 @@
 //! The client library against the real server: requests and timeouts, subscriptions and shared
 //! queues, reliable events acked, a link cut mid-stream (resume, no gap, no duplicate), a
-//! server restart and an expired session (re-subscribe + Gap), a half-open link, auth failures
-//! that do not loop, pending requests failing on disconnect, TLS, and the `client` CLI.
+//! server restart and an expired session (re-subscribe + Gap), a half-open link, close 1011
+//! (reconnect and resume), auth failures and close 1008 that do not loop, pending requests failing on disconnect, TLS, and the `client` CLI.
 
 mod support;
 
@@ -431,6 +431,31 @@ fn close_1008_from_an_admin_stops_reconnecting() {
         client.request("system", "ping", json!({}), WAIT),
         Err(Error::Disconnected)
     ));
+}
+
+#[test]
+fn close_1011_from_a_panicking_handler_reconnects_and_resumes() {
+    let server = start();
+    server
+        .register_handler("boom", |_req| panic!("handler bug (expected by this test)"))
+        .unwrap();
+    let (callbacks, watch) = watched();
+    let client = Client::connect_with(config(&url(&server), OPERATOR_KEY), callbacks).unwrap();
+    let session = client.session_id().unwrap();
+    let sub = client.subscribe("print").unwrap();
+    publish_and_receive(&server, &sub, 1);
+    // The caller of a panicking handler gets server_error, then close 1011: a server fault,
+    // so the client dials again and resumes its session.
+    match client.request("boom", "go", json!({}), WAIT) {
+        Err(Error::Server(e)) => assert_eq!(e.code, ErrorCode::ServerError),
+        other => panic!("expected server_error, got {other:?}"),
+    }
+    let down = watch.disconnects.recv_timeout(WAIT).unwrap();
+    assert_eq!((down.code, down.will_reconnect), (1011, true), "{down:?}");
+    let again = watch.reconnects.recv_timeout(WAIT).unwrap();
+    assert!(again.resumed && !again.gap, "{again:?}");
+    assert_eq!(client.session_id().unwrap(), session, "same session");
+    publish_and_receive(&server, &sub, 2);
 }
 
 #[test]
