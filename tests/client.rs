@@ -1,7 +1,8 @@
 //! The client library against the real server: requests and timeouts, subscriptions and shared
 //! queues, reliable events acked, a link cut mid-stream (resume, no gap, no duplicate), a
 //! server restart and an expired session (re-subscribe + Gap), a half-open link, close 1011
-//! (reconnect and resume), auth failures and close 1008 that do not loop, pending requests failing on disconnect, TLS, and the `client` CLI.
+//! (reconnect and resume), auth failures and close 1008 that do not loop, pending requests
+//! failing on disconnect, TLS, and the `client` CLI.
 
 mod support;
 
