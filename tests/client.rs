@@ -460,6 +460,26 @@ fn close_1011_from_a_panicking_handler_reconnects_and_resumes() {
 }
 
 #[test]
+fn a_host_name_is_looked_up_and_every_address_tried() {
+    let server = start();
+    // `localhost` may resolve to ::1 first, where nothing listens: the next address is tried.
+    let url = format!("ws://localhost:{}/", server.bound_addr().port());
+    let client = Client::connect(config(&url, VIEWER_KEY)).unwrap();
+    let pong = client.request("system", "ping", json!({}), WAIT).unwrap();
+    assert_eq!(pong, json!({"pong": true}));
+    // A name that cannot resolve (RFC 6761): a lookup error, or a timeout where the resolver
+    // waits for a DNS server this machine cannot reach; either way within connect_timeout.
+    let mut unknown = config("ws://no-such-host.invalid:1/", VIEWER_KEY);
+    unknown.connect_timeout = Duration::from_secs(2);
+    let t0 = Instant::now();
+    match Client::connect(unknown) {
+        Err(Error::Connect { .. } | Error::Timeout(_)) => {}
+        other => panic!("expected a lookup failure, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+}
+
+#[test]
 fn pending_requests_fail_at_once_when_the_link_drops() {
     let server = start();
     let (entered_tx, entered) = unbounded();

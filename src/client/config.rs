@@ -125,7 +125,7 @@ pub struct ClientConfig {
     pub protocol: Option<String>,
     /// Credentials sent in the upgrade; default none (the server may then want `system/auth`).
     pub credentials: Option<Credentials>,
-    /// TCP connect, per address tried. Default 5 s.
+    /// The host name lookup, and the TCP connect to each address tried. Default 5 s.
     pub connect_timeout: Duration,
     /// TLS plus WebSocket handshake, and the wait for the server's `system/welcome`.
     /// Default 10 s.

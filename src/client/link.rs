@@ -3,9 +3,10 @@
 //! rejections are read into [`Error::Rejected`] with the server's error code.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
@@ -24,6 +25,8 @@ use crate::wake::{self, Interest};
 
 /// tungstenite's read buffer per client (its default of 128 KiB is allocated eagerly).
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Stack of the name-lookup thread (getaddrinfo and its NSS modules need more than a little).
+const RESOLVER_STACK_BYTES: usize = 128 * 1024;
 
 /// The socket under a client's WebSocket: plain TCP or rustls over it.
 #[derive(Debug)]
@@ -146,9 +149,7 @@ impl Dialer {
     }
 
     fn connect_tcp(&self) -> Result<TcpStream, Error> {
-        let addrs = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| self.connect_error(e))?;
+        let addrs = self.resolve()?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, self.connect_timeout) {
@@ -157,6 +158,36 @@ impl Dialer {
             }
         }
         Err(self.connect_error(last))
+    }
+
+    /// The host's addresses. An IP literal needs no lookup; a name is looked up on a
+    /// short-lived `hwc-resolve` thread so that the lookup, which the system resolver may
+    /// block for many seconds, is bounded by `connect_timeout` like the connect itself. A
+    /// lookup that runs past it is abandoned: its thread ends when the resolver returns.
+    fn resolve(&self) -> Result<Vec<SocketAddr>, Error> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (host, port) = (self.host.clone(), self.port);
+        thread::Builder::new()
+            .name("hwc-resolve".into())
+            .stack_size(RESOLVER_STACK_BYTES)
+            .spawn(move || {
+                let found = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>());
+                let _ = tx.send(found);
+            })
+            .map_err(|e| self.connect_error(e))?;
+        match rx.recv_timeout(self.connect_timeout) {
+            Ok(found) => found.map_err(|e| self.connect_error(e)),
+            Err(_) => Err(Error::Timeout(format!(
+                "looking up {} took longer than connect_timeout ({} ms)",
+                self.host,
+                self.connect_timeout.as_millis()
+            ))),
+        }
     }
 
     fn upgrade(
