@@ -159,6 +159,32 @@ fn unusable_tls_material_exits_4() {
     assert!(err.contains("WebSocketServer.CertificatePath"), "{err}");
 }
 
+/// A server process that is killed if the test fails before it exits (otherwise it would
+/// outlive the test, holding the harness's stdout open).
+struct ServerProcess(Child);
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Collects the child's stderr lines on a thread.
 fn stderr_lines(child: &mut Child) -> (Receiver<String>, std::thread::JoinHandle<()>) {
     let (tx, rx) = unbounded();
@@ -210,13 +236,15 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
             "SessionTokens": {"PrivateKeyPath": session_key}}})
         .to_string(),
     );
-    let mut child = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap()])
-        .env("HYDROGEN_API_KEY", SECRET)
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ServerProcess(
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap()])
+            .env("HYDROGEN_API_KEY", SECRET)
+            .env("RUST_LOG", "debug")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (rx, reader) = stderr_lines(&mut child);
     let mut log = Vec::new();
     let line = wait_line(&rx, &mut log, |l| l.contains("listening on 127.0.0.1:"));
@@ -309,4 +337,104 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
         !all.contains("wrong-key-abcdef"),
         "a presented key appeared in the log"
     );
+}
+
+/// CPU time (user + system) the process `pid` has used, in clock ticks (100 a second).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Opens a WebSocket with the admin key; `None` if the server does not complete the upgrade
+/// within `timeout`.
+fn try_upgrade(addr: std::net::SocketAddr, timeout: Duration) -> Option<Client> {
+    use tungstenite::client::IntoClientRequest;
+    let tcp = std::net::TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(timeout)).unwrap();
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    let headers = req.headers_mut();
+    headers.insert("Authorization", format!("Key {SECRET}").parse().unwrap());
+    headers.insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
+    tungstenite::client(req, tcp).ok().map(|(ws, _)| ws)
+}
+
+#[test]
+fn out_of_file_descriptors_pauses_accepting_without_spinning_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    const FD_LIMIT: libc::rlim_t = 48;
+    const CLIENTS: usize = 40; // each needs a socket and a wake descriptor: far past the limit
+    let cfg = temp_config(
+        &json!({"WebSocketServer": {"Port": 0, "Interface": "127.0.0.1", "MaxConnections": 1000,
+            "MaxConnectionsPerIp": 1000, "RateLimit": {"HandshakesPerMinutePerIp": 0},
+            "ShutdownTimeouts": {"CloseWaitMs": 300}}})
+        .to_string(),
+    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--config", cfg.to_str().unwrap()])
+        .env("HYDROGEN_API_KEY", SECRET)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    // SAFETY: runs in the child between fork and exec; setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: FD_LIMIT,
+                rlim_max: FD_LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = ServerProcess(cmd.spawn().unwrap());
+    let (rx, reader) = stderr_lines(&mut child);
+    let mut log = Vec::new();
+    let line = wait_line(&rx, &mut log, |l| l.contains("listening on 127.0.0.1:"));
+    let addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+
+    let attempts: Vec<_> = (0..CLIENTS)
+        .map(|_| std::thread::spawn(move || try_upgrade(addr, Duration::from_secs(3))))
+        .collect();
+    wait_line(&rx, &mut log, |l| l.contains("out of file descriptors"));
+    // Out of descriptors with clients waiting in the backlog: the accept loop must sleep
+    // between tries, not spin (a spinning thread burns ~100 ticks a second).
+    let pid = child.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 40,
+        "{used} ticks of CPU in 1 s while out of descriptors"
+    );
+    let held: Vec<Client> = attempts
+        .into_iter()
+        .filter_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        !held.is_empty() && held.len() < CLIENTS,
+        "{} of {CLIENTS} clients got in under a limit of {FD_LIMIT} descriptors",
+        held.len()
+    );
+    drop(held);
+    // Descriptors are free again: the server accepts and serves a new client.
+    let mut ws = (0..20)
+        .find_map(|_| try_upgrade(addr, Duration::from_millis(500)))
+        .expect("the server serves again once descriptors are free");
+    assert_eq!(
+        request(&mut ws, "1", "system", "ping", json!({}))["status"],
+        "ok"
+    );
+    wait_line(&rx, &mut log, |l| l.contains("accepting again after"));
+    signal(&child, libc::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    reader.join().unwrap();
+    log.extend(rx.try_iter());
+    let episodes = log
+        .iter()
+        .filter(|l| l.contains("out of file descriptors"))
+        .count();
+    // Logged once an episode (it lasted over a second: ten pauses or more), not once a pause.
+    assert!(episodes <= 3, "{episodes} log lines:\n{}", log.join("\n"));
 }

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
@@ -130,6 +130,38 @@ pub(crate) fn bind(config: &Config) -> Result<Vec<TcpListener>, Error> {
     })
 }
 
+/// An episode of the process running out of file descriptors, as the accept loop sees it:
+/// logged when it starts and when it ends, not at each of its 10 pauses a second.
+#[derive(Default)]
+struct FdExhaustion {
+    since: Option<Instant>,
+    pauses: u64,
+}
+
+impl FdExhaustion {
+    fn pause(&mut self, e: &io::Error) {
+        self.pauses += 1;
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            log::error!(
+                "accept: out of file descriptors ({e}); new clients wait in the listen backlog, \
+                 retrying every {} ms (raise `ulimit -n` or lower MaxConnections)",
+                FD_EXHAUSTED_PAUSE.as_millis()
+            );
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(since) = self.since.take() {
+            log::warn!(
+                "accept: accepting again after {} ms without file descriptors ({} pauses)",
+                since.elapsed().as_millis(),
+                std::mem::take(&mut self.pauses)
+            );
+        }
+    }
+}
+
 /// The accept loop: runs until shutdown is requested, then drops (closes) the listeners.
 pub(crate) fn accept_loop(
     ctx: Arc<ServerContext>,
@@ -151,6 +183,7 @@ pub(crate) fn accept_loop(
     });
     let mut ready = Vec::with_capacity(interests.len());
     let max_threads = ctx.config.max_connections + HANDSHAKE_HEADROOM;
+    let mut fd_exhaustion = FdExhaustion::default();
     while !ctx.shutdown.is_requested() {
         tag.set(Activity::Waiting, ctx.uptime_ms());
         if let Err(e) = wake::wait(&interests, None, &mut ready) {
@@ -168,6 +201,7 @@ pub(crate) fn accept_loop(
             loop {
                 match listener.accept() {
                     Ok((mut tcp, peer)) => {
+                        fd_exhaustion.end();
                         if ctx.live_connections() >= max_threads {
                             ctx.metrics.count_rejection("server_busy");
                             log::warn!(
@@ -184,9 +218,7 @@ pub(crate) fn accept_loop(
                     Err(e)
                         if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) =>
                     {
-                        log::error!(
-                            "accept: out of file descriptors ({e}); pausing {FD_EXHAUSTED_PAUSE:?}"
-                        );
+                        fd_exhaustion.pause(&e);
                         ctx.shutdown.wait_requested(Some(FD_EXHAUSTED_PAUSE));
                         break;
                     }
