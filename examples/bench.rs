@@ -512,6 +512,9 @@ fn event_n(text: &str) -> Option<usize> {
 
 struct FanoutRow {
     delivered_per_s: f64,
+    /// Server CPU (user + system) per delivered event, µs: the cost of a delivery, steadier
+    /// than latency on a shared machine.
+    cpu_us_per_delivery: f64,
     p50_ms: f64,
     p99_ms: f64,
     lost: u64,
@@ -566,6 +569,7 @@ fn fanout(subscribers: usize) -> FanoutRow {
         s.send(Message::Text(text.into())).unwrap();
         while !matches!(s.read().unwrap(), Message::Text(_)) {}
     }
+    let cpu_before = server.cpu_ticks();
     let t0 = Instant::now();
     let per = subscribers.div_ceil(FANOUT_READERS);
     let mut readers = Vec::new();
@@ -605,6 +609,7 @@ fn fanout(subscribers: usize) -> FanoutRow {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    let server_cpu_s = (server.cpu_ticks() - cpu_before) as f64 / 100.0;
     server.stop();
     let mut lat: Vec<f64> = last
         .iter()
@@ -620,6 +625,7 @@ fn fanout(subscribers: usize) -> FanoutRow {
     };
     FanoutRow {
         delivered_per_s: received as f64 / elapsed,
+        cpu_us_per_delivery: server_cpu_s * 1e6 / received.max(1) as f64,
         p50_ms,
         p99_ms,
         lost: (subscribers * events) as u64 - received,
@@ -652,11 +658,17 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--fanout-only") {
-        for n in FANOUT_SUBSCRIBERS {
+        // `--fanout-only [N]`: one row of N subscribers, or all of them.
+        let rows: Vec<usize> = std::env::args()
+            .skip_while(|a| a != "--fanout-only")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .map_or(FANOUT_SUBSCRIBERS.to_vec(), |n| vec![n]);
+        for n in rows {
             let r = fanout(n);
             println!(
-                "fan-out {n}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, lost {}",
-                r.delivered_per_s, r.p50_ms, r.p99_ms, r.lost
+                "fan-out {n}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, lost {}, server CPU {:.2} µs/delivery",
+                r.delivered_per_s, r.p50_ms, r.p99_ms, r.lost, r.cpu_us_per_delivery
             );
         }
         return;
@@ -789,8 +801,8 @@ fn main() {
             _ => "0 lost",
         };
         println!(
-            "| fan-out {FANOUT_RATE} ev/s × {n} subscribers: delivered/s, latency p50 / p99, lost | {:.0} /s, {:.2} / {:.2} ms, {} lost | {target} |",
-            r.delivered_per_s, r.p50_ms, r.p99_ms, r.lost
+            "| fan-out {FANOUT_RATE} ev/s × {n} subscribers: delivered/s, latency p50 / p99, lost; server CPU per delivery | {:.0} /s, {:.2} / {:.2} ms, {} lost; {:.2} µs | {target} |",
+            r.delivered_per_s, r.p50_ms, r.p99_ms, r.lost, r.cpu_us_per_delivery
         );
     }
 }

@@ -179,6 +179,10 @@ struct Connection {
     /// Set when the server is shutting down and this connection noticed it.
     shutdown_deadline: Option<Instant>,
     write_blocked: bool,
+    /// The socket may hold input not read yet: set when `poll` says readable (or was not
+    /// asked), cleared when a read reached `WouldBlock` (TLS included: its plaintext is
+    /// drained by then). A round woken only for queued output skips the useless `recv`.
+    input_pending: bool,
     broken: bool,
     /// The client broke the protocol: once our close frame is out, drop the TCP connection
     /// instead of waiting for its reply (RFC 6455 §7.1.7, "fail the WebSocket connection").
@@ -245,6 +249,7 @@ impl Connection {
             close_deadline: None,
             shutdown_deadline: None,
             write_blocked: false,
+            input_pending: true,
             broken: false,
             fail_after_flush: false,
             rejected: false,
@@ -293,7 +298,9 @@ impl Connection {
                 self.flush();
             }
             // Backpressure: while the socket takes no more output, take no more input.
-            if (!self.write_blocked && self.read_frames() == Flow::Stop) || self.broken {
+            if (!self.write_blocked && self.input_pending && self.read_frames() == Flow::Stop)
+                || self.broken
+            {
                 break;
             }
             self.drain_outbound();
@@ -394,6 +401,7 @@ impl Connection {
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.input_pending = false;
                     return Flow::Continue;
                 }
                 Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => return Flow::Stop,
@@ -480,6 +488,10 @@ impl Connection {
         if let Err(e) = wake::wait(&interests[..watched], self.next_deadline(), &mut self.ready) {
             log::error!("conn {}: poll failed: {e}", self.shared.id);
             return Flow::Stop;
+        }
+        // Asked for writability only, readability is unknown: read on the next round.
+        if self.ready[0].readable || !interests[0].read {
+            self.input_pending = true;
         }
         if self.ready[1].readable {
             self.shared.waker.reset();
