@@ -85,6 +85,31 @@ fn a_client_that_never_answers_cannot_hang_the_shutdown() {
 }
 
 #[test]
+fn the_report_starts_at_the_request_not_when_the_shutdown_runs() {
+    // The binary's signal handler raises the flag and a shutdown thread runs the phases a
+    // little later; by then connections may be gone. The report must count from the request.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(|c| c.close_wait = Duration::from_millis(100));
+    let clients: Vec<_> = (0..3)
+        .map(|_| connect(server.bound_addr(), Some(VIEWER_KEY)))
+        .collect();
+    let requested = Instant::now();
+    server.request_shutdown();
+    wait_for("every connection gone before the shutdown runs", || {
+        server.connection_count() == 0
+    });
+    let waited_ms = requested.elapsed().as_secs_f64() * 1000.0;
+    let report = server.shutdown();
+    assert_eq!(report.connections_at_start, 3, "{report:?}");
+    assert!(
+        report.phase_ms[0] >= waited_ms,
+        "{report:?} vs {waited_ms} ms"
+    );
+    assert!(report.total_ms >= waited_ms, "{report:?} vs {waited_ms} ms");
+    drop(clients);
+}
+
+#[test]
 fn second_request_skips_the_waits() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = std::sync::Arc::new(start_with(|c| c.close_wait = Duration::from_secs(30)));

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
@@ -274,6 +274,9 @@ pub(crate) struct ServerState {
 #[derive(Debug)]
 pub(crate) struct ShutdownSignal {
     requested: AtomicBool,
+    /// When the first request came and how many connections were open then (the report's
+    /// phase 1 starts there, even when the shutdown itself runs later on another thread).
+    first_request: OnceLock<(Instant, usize)>,
     skip_waits: AtomicBool,
     lock: Mutex<()>,
     cond: Condvar,
@@ -284,6 +287,7 @@ impl ShutdownSignal {
     fn new() -> std::io::Result<Self> {
         Ok(ShutdownSignal {
             requested: AtomicBool::new(false),
+            first_request: OnceLock::new(),
             skip_waits: AtomicBool::new(false),
             lock: Mutex::new(()),
             cond: Condvar::new(),
@@ -301,6 +305,11 @@ impl ShutdownSignal {
 
     pub(crate) fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
+    }
+
+    /// When shutdown was first requested, and how many connections were open then.
+    pub(crate) fn first_request(&self) -> Option<(Instant, usize)> {
+        self.first_request.get().copied()
     }
 
     /// A second signal: the remaining shutdown waits end at once.
@@ -423,6 +432,18 @@ impl ServerContext {
     }
 
     /// Live connection threads (handshaking or established).
+    /// Raises the shutdown flag (phase 1), first noting the time and the open connections for
+    /// the shutdown report. Returns false if it was already raised.
+    pub(crate) fn request_shutdown(&self) -> bool {
+        if !self.shutdown.is_requested() {
+            let _ = self
+                .shutdown
+                .first_request
+                .set((Instant::now(), self.live_connections()));
+        }
+        self.shutdown.request()
+    }
+
     pub(crate) fn live_connections(&self) -> usize {
         self.connections.lock().by_id.len()
     }

@@ -199,7 +199,7 @@ impl ServerHandle {
     /// Whoever waits in [`ServerHandle::join`] or [`ServerHandle::wait_for_shutdown_request`]
     /// wakes up.
     pub fn request_shutdown(&self) {
-        if self.ctx.shutdown.request() {
+        if self.ctx.request_shutdown() {
             log::info!("shutdown requested");
         }
     }

@@ -18,11 +18,12 @@ const FALLBACK_GRACE: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Milliseconds per phase: signal, close, join, cleanup, fallback.
+    /// Milliseconds per phase: signal (from the first request until the shutdown runs),
+    /// close, join, cleanup, fallback.
     pub phase_ms: [f64; 5],
-    /// Milliseconds from the start of phase 1 to the end of phase 5.
+    /// Milliseconds from the first shutdown request to the end of phase 5.
     pub total_ms: f64,
-    /// Connections open (or handshaking) when the shutdown began.
+    /// Connections open (or handshaking) when the shutdown was first requested.
     pub connections_at_start: usize,
     /// Sockets phase 5 had to shut down by force.
     pub sockets_forced: usize,
@@ -36,18 +37,25 @@ fn ms(since: Instant) -> f64 {
 
 /// Runs the five phases on the calling thread and returns the report.
 pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
+    // Phase 1: signal. The accept loop wakes on its descriptor and closes the listeners;
+    // commands arriving from now on are answered `shutting_down`. A signal handler (or
+    // `request_shutdown`) may have raised the flag already: the phase, and the report, start
+    // there, so the hand-over to this thread is counted and so are the connections that were
+    // open then.
+    ctx.request_shutdown();
+    let (start, open) = ctx
+        .shutdown
+        .first_request()
+        .unwrap_or_else(|| (Instant::now(), ctx.live_connections()));
     let mut report = ShutdownReport {
-        connections_at_start: ctx.live_connections(),
+        connections_at_start: open,
         ..ShutdownReport::default()
     };
-    let start = Instant::now();
-
-    // Phase 1: signal. The accept loop wakes on its descriptor and closes the listeners;
-    // commands arriving from now on are answered `shutting_down`.
-    let t = Instant::now();
-    ctx.shutdown.request();
-    report.phase_ms[0] = ms(t);
-    log::info!("shutdown phase 1 (signal): {:.2} ms", report.phase_ms[0]);
+    report.phase_ms[0] = ms(start);
+    log::info!(
+        "shutdown phase 1 (signal, {open} connections open): {:.2} ms",
+        report.phase_ms[0]
+    );
 
     // Phase 2: close. Phase 1's write to the shutdown descriptor already woke every
     // connection thread; each flushes its queue, sends 1001 and waits for the client's close
@@ -57,8 +65,7 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
     let closed = ThreadRegistry::wait_exited(ctx, Some(ThreadRole::Connection), deadline, true);
     report.phase_ms[1] = ms(t);
     log::info!(
-        "shutdown phase 2 (close {} connections{}): {:.2} ms",
-        report.connections_at_start,
+        "shutdown phase 2 (close{}): {:.2} ms",
         if closed { "" } else { ", some did not finish" },
         report.phase_ms[1]
     );
