@@ -431,7 +431,6 @@ impl ServerContext {
         self.started_at.elapsed().as_millis() as u64
     }
 
-    /// Live connection threads (handshaking or established).
     /// Raises the shutdown flag (phase 1), first noting the time and the open connections for
     /// the shutdown report. Returns false if it was already raised.
     pub(crate) fn request_shutdown(&self) -> bool {
@@ -444,6 +443,7 @@ impl ServerContext {
         self.shutdown.request()
     }
 
+    /// Live connection threads (handshaking or established).
     pub(crate) fn live_connections(&self) -> usize {
         self.connections.lock().by_id.len()
     }
