@@ -66,18 +66,20 @@ hardening: autobahn memcheck
 # cargo-fuzz (libFuzzer + AddressSanitizer) on the envelope parser, the config loader and the
 # handshake, FUZZ_SECONDS each (5 min). The stable toolchain is enough with RUSTC_BOOTSTRAP=1
 # (cargo-fuzz passes -Z flags). Seeds: tests/fuzz/seeds; what it learns: tests/fuzz/corpus;
-# a crash stops the run and is written to tests/fuzz/artifacts/<target>/.
+# a crash stops the run and is written to tests/fuzz/artifacts/<target>/, and the end of the
+# target's log (the sanitizer's report and stack) is printed; full logs in target/fuzz/.
 FUZZ_SECONDS ?= 300
 FUZZ_TARGETS := envelope config handshake
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	@for t in $(FUZZ_TARGETS); do \
+	@mkdir -p target/fuzz; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p tests/fuzz/corpus/$$t; \
-	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: target/fuzz/$$t.log)"; \
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tests/fuzz -O $$t \
 	    tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) \
-	    2>&1 | grep -E "^(Done|==|SUMMARY|INFO: Running)|panicked|artifact" ; \
-	  test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz: $$t FAILED"; exit 1; }; \
+	    > target/fuzz/$$t.log 2>&1; status=$$?; \
+	  grep -E "^(Done|SUMMARY|INFO: Running)|harness" target/fuzz/$$t.log; \
+	  test $$status -eq 0 || { tail -60 target/fuzz/$$t.log; echo "fuzz: $$t FAILED"; exit 1; }; \
 	done; echo "fuzz: every target ran clean"
 
 clean:

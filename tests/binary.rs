@@ -361,7 +361,6 @@ fn try_upgrade(addr: std::net::SocketAddr, timeout: Duration) -> Option<Client> 
 
 #[test]
 fn out_of_file_descriptors_pauses_accepting_without_spinning_and_recovers() {
-    use std::os::unix::process::CommandExt;
     const FD_LIMIT: libc::rlim_t = 48;
     const CLIENTS: usize = 40; // each needs a socket and a wake descriptor: far past the limit
     let cfg = temp_config(
@@ -370,25 +369,36 @@ fn out_of_file_descriptors_pauses_accepting_without_spinning_and_recovers() {
             "ShutdownTimeouts": {"CloseWaitMs": 300}}})
         .to_string(),
     );
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--config", cfg.to_str().unwrap()])
-        .env("HYDROGEN_API_KEY", SECRET)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped());
-    // SAFETY: runs in the child between fork and exec; setrlimit is async-signal-safe.
+    let mut child = ServerProcess(
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap()])
+            .env("HYDROGEN_API_KEY", SECRET)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Lower the server's soft limit from outside with prlimit(2) (not setrlimit between fork
+    // and exec: valgrind, under which `make memcheck` runs this test, refuses that).
+    let pid = child.id() as libc::pid_t;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads and writes plain rlimit structs we own.
     unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: FD_LIMIT,
-                rlim_max: FD_LIMIT,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit),
+            0
+        );
+        limit.rlim_cur = FD_LIMIT;
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
     }
-    let mut child = ServerProcess(cmd.spawn().unwrap());
     let (rx, reader) = stderr_lines(&mut child);
     let mut log = Vec::new();
     let line = wait_line(&rx, &mut log, |l| l.contains("listening on 127.0.0.1:"));
