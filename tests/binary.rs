@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -361,8 +361,16 @@ fn try_upgrade(addr: std::net::SocketAddr, timeout: Duration) -> Option<Client> 
 
 #[test]
 fn out_of_file_descriptors_pauses_accepting_without_spinning_and_recovers() {
-    const FD_LIMIT: libc::rlim_t = 48;
-    const CLIENTS: usize = 40; // each needs a socket and a wake descriptor: past the limit
+    // A client costs two descriptors (socket, wake descriptor), so the limit's parity decides
+    // whether the server runs out at accept (none free) or after it (one free: the client gets
+    // a 503). Inherited descriptors shift it, so both limits are run.
+    for limit in [48, 49] {
+        fd_exhaustion_scenario(limit);
+    }
+}
+
+fn fd_exhaustion_scenario(fd_limit: libc::rlim_t) {
+    const CLIENTS: usize = 40; // past any of the limits
     let cfg = temp_config(
         &json!({"WebSocketServer": {"Port": 0, "Interface": "127.0.0.1", "MaxConnections": 1000,
             "MaxConnectionsPerIp": 1000, "RateLimit": {"HandshakesPerMinutePerIp": 0},
@@ -391,7 +399,7 @@ fn out_of_file_descriptors_pauses_accepting_without_spinning_and_recovers() {
             libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit),
             0
         );
-        limit.rlim_cur = FD_LIMIT;
+        limit.rlim_cur = fd_limit;
         assert_eq!(
             libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()),
             0,
@@ -404,20 +412,25 @@ fn out_of_file_descriptors_pauses_accepting_without_spinning_and_recovers() {
     let line = wait_line(&rx, &mut log, |l| l.contains("listening on 127.0.0.1:"));
     let addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
 
-    // Clients one after another, each kept open, until one is not let in: the server is out
-    // of descriptors and that client's connection waits in the listen backlog.
+    // Clients one after another, each kept open, until one is not let in (a 503, or no answer
+    // within 1 s): the server is out of descriptors.
     let mut held: Vec<Client> = Vec::new();
     while let Some(ws) = try_upgrade(addr, Duration::from_secs(1)) {
         held.push(ws);
         assert!(
             held.len() < CLIENTS,
-            "{CLIENTS} clients got in under a limit of {FD_LIMIT} descriptors"
+            "{CLIENTS} clients got in under a limit of {fd_limit} descriptors"
         );
     }
     assert!(!held.is_empty(), "no client got in at all");
     wait_line(&rx, &mut log, |l| l.contains("out of file descriptors"));
-    // Out of descriptors with a connection waiting in the backlog: the accept loop must sleep
-    // between tries, not spin (a spinning thread burns ~100 ticks a second).
+    // More clients arrive while the server is out of descriptors. With none free, accept
+    // fails and they wait in the backlog; with one free, accept takes it, the wake descriptor
+    // cannot be had, and the client gets a 503. Either way the accept loop must pause between
+    // tries: a spinning loop burns ~100 ticks a second, or answers them all at once.
+    let waiting: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
     let pid = child.id();
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
@@ -426,6 +439,19 @@ fn out_of_file_descriptors_pauses_accepting_without_spinning_and_recovers() {
         used < 40,
         "{used} ticks of CPU in 1 s while out of descriptors"
     );
+    let answered_503 = waiting
+        .iter()
+        .filter(|tcp| {
+            tcp.set_nonblocking(true).unwrap();
+            let mut head = [0u8; 12];
+            matches!((&mut &**tcp).read(&mut head), Ok(12) if &head == b"HTTP/1.1 503")
+        })
+        .count();
+    assert!(
+        answered_503 <= 15,
+        "{answered_503} of 30 waiting clients answered within 1 s: the loop does not pause"
+    );
+    drop(waiting);
     drop(held);
     // Descriptors are free again: the server accepts and serves a new client.
     let mut ws = (0..20)

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::server::connection;
 use crate::server::context::ServerContext;
 use crate::server::threads::{Activity, ThreadTag};
-use crate::wake::{self, Interest};
+use crate::wake::{self, Interest, Waker};
 
 /// Pending connections the kernel queues for us.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -130,6 +130,14 @@ pub(crate) fn bind(config: &Config) -> Result<Vec<TcpListener>, Error> {
     })
 }
 
+/// Answer to a client refused before its request is read (no thread or descriptor for it).
+const BARE_503: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 /// An episode of the process running out of file descriptors, as the accept loop sees it:
 /// logged when it starts and when it ends, not at each of its 10 pauses a second.
 #[derive(Default)]
@@ -201,23 +209,39 @@ pub(crate) fn accept_loop(
             loop {
                 match listener.accept() {
                     Ok((mut tcp, peer)) => {
-                        fd_exhaustion.end();
                         if ctx.live_connections() >= max_threads {
                             ctx.metrics.count_rejection("server_busy");
                             log::warn!(
                                 "refusing {peer}: {max_threads} connections already open or handshaking"
                             );
-                            let _ = tcp.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                            let _ = tcp.write_all(BARE_503);
                             continue;
                         }
-                        if let Err(e) = connection::spawn(&ctx, tcp, peer) {
+                        // The connection's wake descriptor: with the socket, one of the two
+                        // descriptors a client costs. Without it the client gets a 503 (it
+                        // would otherwise see its connection dropped without a word) and the
+                        // loop pauses as when accept itself runs out.
+                        let waker = match Waker::new() {
+                            Ok(w) => w,
+                            Err(e) => {
+                                ctx.metrics.count_rejection("server_busy");
+                                let _ = tcp.write_all(BARE_503);
+                                if is_out_of_descriptors(&e) {
+                                    fd_exhaustion.pause(&e);
+                                    ctx.shutdown.wait_requested(Some(FD_EXHAUSTED_PAUSE));
+                                    break;
+                                }
+                                log::error!("refusing {peer}: no wake descriptor: {e}");
+                                continue;
+                            }
+                        };
+                        fd_exhaustion.end();
+                        if let Err(e) = connection::spawn(&ctx, tcp, peer, waker) {
                             log::error!("could not start a thread for {peer}: {e}");
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) =>
-                    {
+                    Err(e) if is_out_of_descriptors(&e) => {
                         fd_exhaustion.pause(&e);
                         ctx.shutdown.wait_requested(Some(FD_EXHAUSTED_PAUSE));
                         break;

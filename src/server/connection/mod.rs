@@ -36,8 +36,14 @@ const MAX_IN_FLIGHT: usize = 64;
 /// Command ids remembered per connection for the replay guard (SPEC §6).
 const RECENT_IDS: usize = 1024;
 
-/// Registers a freshly accepted socket and starts its `hws-conn-<id>` thread.
-pub(crate) fn spawn(ctx: &Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr) -> io::Result<()> {
+/// Registers a freshly accepted socket, with the wake descriptor other threads will use to
+/// wake its thread, and starts its `hws-conn-<id>` thread.
+pub(crate) fn spawn(
+    ctx: &Arc<ServerContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    waker: Waker,
+) -> io::Result<()> {
     tcp.set_nonblocking(true)?;
     let _ = tcp.set_nodelay(true);
     let id = ctx.next_connection_id();
@@ -48,7 +54,7 @@ pub(crate) fn spawn(ctx: &Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr) 
         peer,
         Arc::downgrade(&tcp),
         tx,
-        Waker::new()?,
+        waker,
     ));
     ctx.metrics.states[ConnState::Connecting as usize].fetch_add(1, Ordering::Relaxed);
     ctx.connections.lock().by_id.insert(id, shared.clone());
