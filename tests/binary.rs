@@ -176,6 +176,43 @@ impl std::ops::DerefMut for ServerProcess {
     }
 }
 
+/// A started server: the process, its stderr lines (and the thread reading them), the lines
+/// seen so far, and the address it listens on.
+struct Started {
+    child: ServerProcess,
+    rx: Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    log: Vec<String>,
+    addr: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the binary on the config file `cfg` with the test key and `RUST_LOG=rust_log`,
+    /// and waits for its "listening on" line.
+    fn start(cfg: &std::path::Path, rust_log: &str) -> Started {
+        let mut child = ServerProcess(
+            Command::new(BIN)
+                .args(["--config", cfg.to_str().unwrap()])
+                .env("HYDROGEN_API_KEY", SECRET)
+                .env("RUST_LOG", rust_log)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let (rx, reader) = stderr_lines(&mut child);
+        let mut log = Vec::new();
+        let line = wait_line(&rx, &mut log, |l| l.contains("listening on 127.0.0.1:"));
+        let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        Started {
+            child,
+            rx,
+            reader,
+            log,
+            addr,
+        }
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -236,19 +273,13 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
             "SessionTokens": {"PrivateKeyPath": session_key}}})
         .to_string(),
     );
-    let mut child = ServerProcess(
-        Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap()])
-            .env("HYDROGEN_API_KEY", SECRET)
-            .env("RUST_LOG", "debug")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let (rx, reader) = stderr_lines(&mut child);
-    let mut log = Vec::new();
-    let line = wait_line(&rx, &mut log, |l| l.contains("listening on 127.0.0.1:"));
-    let addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let Started {
+        mut child,
+        rx,
+        reader,
+        mut log,
+        addr,
+    } = ServerProcess::start(&cfg, "debug");
 
     let mut ws = connect(addr, Some(SECRET));
     assert_eq!(
@@ -377,17 +408,16 @@ fn fd_exhaustion_scenario(fd_limit: libc::rlim_t) {
             "ShutdownTimeouts": {"CloseWaitMs": 300}}})
         .to_string(),
     );
-    let mut child = ServerProcess(
-        Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap()])
-            .env("HYDROGEN_API_KEY", SECRET)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let Started {
+        mut child,
+        rx,
+        reader,
+        mut log,
+        addr,
+    } = ServerProcess::start(&cfg, "info");
     // Lower the server's soft limit from outside with prlimit(2) (not setrlimit between fork
-    // and exec: valgrind, under which `make memcheck` runs this test, refuses that).
+    // and exec: valgrind, under which `make memcheck` runs this test, refuses that). Lower than
+    // what is open already is allowed: it applies to the next descriptor.
     let pid = child.id() as libc::pid_t;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -407,10 +437,6 @@ fn fd_exhaustion_scenario(fd_limit: libc::rlim_t) {
             std::io::Error::last_os_error()
         );
     }
-    let (rx, reader) = stderr_lines(&mut child);
-    let mut log = Vec::new();
-    let line = wait_line(&rx, &mut log, |l| l.contains("listening on 127.0.0.1:"));
-    let addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
 
     // Clients one after another, each kept open, until one is not let in (a 503, or no answer
     // within 1 s): the server is out of descriptors.
