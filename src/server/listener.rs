@@ -22,8 +22,8 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// Connection threads allowed beyond MaxConnections, for clients still handshaking (they
 /// get a proper 503 once their request is read). Past that, sockets are refused at accept.
 const HANDSHAKE_HEADROOM: usize = 64;
-/// How long the accept loop pauses when the process is out of file descriptors.
-const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+/// How long the accept loop pauses when the process is out of file descriptors or threads.
+const SHORTAGE_PAUSE: Duration = Duration::from_millis(100);
 
 /// The addresses to listen on, from Interface / EnableIPv4 / EnableIPv6.
 fn addresses(config: &Config) -> Vec<IpAddr> {
@@ -138,23 +138,36 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// An episode of the process running out of file descriptors, as the accept loop sees it:
-/// logged when it starts and when it ends, not at each of its 10 pauses a second.
-#[derive(Default)]
-struct FdExhaustion {
+/// A shortage of something every client needs (file descriptors, threads), as the accept
+/// loop sees it: logged when it starts and when it ends, not at each of its pauses (ten a
+/// second), however long it lasts.
+struct Shortage {
+    what: &'static str,
+    advice: &'static str,
     since: Option<Instant>,
     pauses: u64,
 }
 
-impl FdExhaustion {
+impl Shortage {
+    fn new(what: &'static str, advice: &'static str) -> Self {
+        Shortage {
+            what,
+            advice,
+            since: None,
+            pauses: 0,
+        }
+    }
+
     fn pause(&mut self, e: &io::Error) {
         self.pauses += 1;
         if self.since.is_none() {
             self.since = Some(Instant::now());
             log::error!(
-                "accept: out of file descriptors ({e}); new clients wait in the listen backlog, \
-                 retrying every {} ms (raise `ulimit -n` or lower MaxConnections)",
-                FD_EXHAUSTED_PAUSE.as_millis()
+                "accept: out of {} ({e}); new clients get a 503 or wait in the listen backlog, \
+                 retrying every {} ms ({})",
+                self.what,
+                SHORTAGE_PAUSE.as_millis(),
+                self.advice
             );
         }
     }
@@ -162,8 +175,9 @@ impl FdExhaustion {
     fn end(&mut self) {
         if let Some(since) = self.since.take() {
             log::warn!(
-                "accept: accepting again after {} ms without file descriptors ({} pauses)",
+                "accept: accepting again after {} ms out of {} ({} pauses)",
                 since.elapsed().as_millis(),
+                self.what,
                 std::mem::take(&mut self.pauses)
             );
         }
@@ -191,7 +205,14 @@ pub(crate) fn accept_loop(
     });
     let mut ready = Vec::with_capacity(interests.len());
     let max_threads = ctx.config.max_connections + HANDSHAKE_HEADROOM;
-    let mut fd_exhaustion = FdExhaustion::default();
+    let mut descriptors = Shortage::new(
+        "file descriptors",
+        "raise `ulimit -n` or lower MaxConnections",
+    );
+    let mut threads = Shortage::new(
+        "threads",
+        "lower MaxConnections or ThreadStackSize, or raise the process's memory or thread limits",
+    );
     while !ctx.shutdown.is_requested() {
         tag.set(Activity::Waiting, ctx.uptime_ms());
         if let Err(e) = wake::wait(&interests, None, &mut ready) {
@@ -227,23 +248,32 @@ pub(crate) fn accept_loop(
                                 ctx.metrics.count_rejection("server_busy");
                                 let _ = tcp.write_all(BARE_503);
                                 if is_out_of_descriptors(&e) {
-                                    fd_exhaustion.pause(&e);
-                                    ctx.shutdown.wait_requested(Some(FD_EXHAUSTED_PAUSE));
+                                    descriptors.pause(&e);
+                                    ctx.shutdown.wait_requested(Some(SHORTAGE_PAUSE));
                                     break;
                                 }
                                 log::error!("refusing {peer}: no wake descriptor: {e}");
                                 continue;
                             }
                         };
-                        fd_exhaustion.end();
-                        if let Err(e) = connection::spawn(&ctx, tcp, peer, waker) {
-                            log::error!("could not start a thread for {peer}: {e}");
+                        descriptors.end();
+                        // No thread for it (memory or thread limits): a 503 as well, and a
+                        // pause, so that a shortage is not a storm of failing clients.
+                        match connection::spawn(&ctx, tcp, peer, waker) {
+                            Ok(()) => threads.end(),
+                            Err((e, socket)) => {
+                                ctx.metrics.count_rejection("server_busy");
+                                let _ = (&*socket).write_all(BARE_503);
+                                threads.pause(&e);
+                                ctx.shutdown.wait_requested(Some(SHORTAGE_PAUSE));
+                                break;
+                            }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if is_out_of_descriptors(&e) => {
-                        fd_exhaustion.pause(&e);
-                        ctx.shutdown.wait_requested(Some(FD_EXHAUSTED_PAUSE));
+                        descriptors.pause(&e);
+                        ctx.shutdown.wait_requested(Some(SHORTAGE_PAUSE));
                         break;
                     }
                     Err(e) => {

@@ -37,18 +37,22 @@ const MAX_IN_FLIGHT: usize = 64;
 const RECENT_IDS: usize = 1024;
 
 /// Registers a freshly accepted socket, with the wake descriptor other threads will use to
-/// wake its thread, and starts its `hws-conn-<id>` thread.
+/// wake its thread, and starts its `hws-conn-<id>` thread. On failure (no thread could be
+/// started) the socket comes back with the error, for the caller to answer the client.
 pub(crate) fn spawn(
     ctx: &Arc<ServerContext>,
     tcp: TcpStream,
     peer: SocketAddr,
     waker: Waker,
-) -> io::Result<()> {
-    tcp.set_nonblocking(true)?;
+) -> Result<(), (io::Error, Arc<TcpStream>)> {
+    let tcp = Arc::new(tcp);
+    if let Err(e) = tcp.set_nonblocking(true) {
+        return Err((e, tcp));
+    }
     let _ = tcp.set_nodelay(true);
     let id = ctx.next_connection_id();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let tcp = Arc::new(tcp);
+    let for_refusal = tcp.clone();
     let shared = Arc::new(ConnectionShared::new(
         id,
         peer,
@@ -69,7 +73,7 @@ pub(crate) fn spawn(
     );
     if let Err(e) = spawned {
         unregister(ctx, &shared, ConnState::Failed);
-        return Err(e);
+        return Err((e, for_refusal));
     }
     Ok(())
 }
