@@ -403,6 +403,54 @@ fn upgrade_or_status(addr: std::net::SocketAddr, timeout: Duration) -> Result<Cl
     }
 }
 
+/// Lowers the soft `resource` limit of process `pid` to `value` from outside, with
+/// prlimit(2) (not setrlimit between fork and exec: valgrind, under which `make memcheck`
+/// runs these tests, refuses that). Below what is in use already is allowed: it applies to
+/// the next allocation.
+fn lower_soft_limit(pid: u32, resource: libc::__rlimit_resource_t, value: libc::rlim_t) {
+    let pid = pid as libc::pid_t;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads and writes plain rlimit structs we own.
+    unsafe {
+        assert_eq!(
+            libc::prlimit(pid, resource, std::ptr::null(), &mut limit),
+            0
+        );
+        limit.rlim_cur = value;
+        assert_eq!(
+            libc::prlimit(pid, resource, &limit, std::ptr::null_mut()),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// After a shortage of `what` ("threads", "file descriptors") has passed: a new client is
+/// served, the end of the shortage is logged, and the server exits cleanly on SIGTERM.
+/// Returns how many shortage episodes the log shows (each is logged when it starts).
+fn recovers_from_shortage(mut s: Started, what: &str) -> usize {
+    let mut ws = (0..20)
+        .find_map(|_| try_upgrade(s.addr, Duration::from_millis(500)))
+        .unwrap_or_else(|| panic!("the server serves again once {what} are available"));
+    assert_eq!(
+        request(&mut ws, "1", "system", "ping", json!({}))["status"],
+        "ok"
+    );
+    wait_line(&s.rx, &mut s.log, |l| {
+        l.contains("accepting again after") && l.contains(what)
+    });
+    signal(&s.child, libc::SIGTERM);
+    assert_eq!(s.child.wait().unwrap().code(), Some(0));
+    s.reader.join().unwrap();
+    s.log.extend(s.rx.try_iter());
+    let start_line = format!("accept: out of {what}");
+    s.log.iter().filter(|l| l.contains(&start_line)).count()
+}
+
 #[test]
 fn out_of_threads_answers_503_pauses_and_recovers() {
     // Connection threads with 64 MiB stacks under an address-space limit that leaves room
@@ -414,41 +462,21 @@ fn out_of_threads_answers_503_pauses_and_recovers() {
             "RateLimit": {"HandshakesPerMinutePerIp": 0}, "ShutdownTimeouts": {"CloseWaitMs": 300}}})
         .to_string(),
     );
-    let Started {
-        mut child,
-        rx,
-        reader,
-        mut log,
-        addr,
-    } = ServerProcess::start(&cfg, "info", &[("MALLOC_ARENA_MAX", "1")]);
-    let pid = child.id() as libc::pid_t;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mut s = ServerProcess::start(&cfg, "info", &[("MALLOC_ARENA_MAX", "1")]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
     let vm_kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmSize:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit reads and writes plain rlimit structs we own.
-    unsafe {
-        assert_eq!(
-            libc::prlimit(pid, libc::RLIMIT_AS, std::ptr::null(), &mut limit),
-            0
-        );
-        limit.rlim_cur = vm_kib * 1024 + 2 * STACK + STACK / 2;
-        assert_eq!(
-            libc::prlimit(pid, libc::RLIMIT_AS, &limit, std::ptr::null_mut()),
-            0,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-    }
+    lower_soft_limit(
+        s.child.id(),
+        libc::RLIMIT_AS,
+        vm_kib * 1024 + 2 * STACK + STACK / 2,
+    );
     let mut held = Vec::new();
     let refused = loop {
-        match upgrade_or_status(addr, Duration::from_secs(2)) {
+        match upgrade_or_status(s.addr, Duration::from_secs(2)) {
             Ok(ws) => held.push(ws),
             Err(status) => break status,
         }
@@ -456,7 +484,7 @@ fn out_of_threads_answers_503_pauses_and_recovers() {
     };
     assert_eq!(refused, Some(503), "the client is told, not dropped");
     assert!(!held.is_empty(), "no client got in at all");
-    wait_line(&rx, &mut log, |l| l.contains("out of threads"));
+    wait_line(&s.rx, &mut s.log, |l| l.contains("out of threads"));
     // The others are still served.
     assert_eq!(
         request(&mut held[0], "1", "system", "ping", json!({}))["status"],
@@ -464,26 +492,8 @@ fn out_of_threads_answers_503_pauses_and_recovers() {
     );
     // Their threads end, their stacks are unmapped: a new client gets in again.
     drop(held);
-    let mut ws = (0..20)
-        .find_map(|_| try_upgrade(addr, Duration::from_millis(500)))
-        .expect("the server serves again once threads can be started");
-    assert_eq!(
-        request(&mut ws, "1", "system", "ping", json!({}))["status"],
-        "ok"
-    );
-    wait_line(&rx, &mut log, |l| {
-        l.contains("accepting again after") && l.contains("threads")
-    });
-    signal(&child, libc::SIGTERM);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    reader.join().unwrap();
-    log.extend(rx.try_iter());
-    // Logged when an episode starts (and ends), not at each pause.
-    let episodes = log
-        .iter()
-        .filter(|l| l.contains("accept: out of threads"))
-        .count();
-    assert!(episodes <= 2, "{episodes} episodes:\n{}", log.join("\n"));
+    let episodes = recovers_from_shortage(s, "threads");
+    assert!(episodes <= 2, "{episodes} episodes");
 }
 
 #[test]
@@ -504,40 +514,12 @@ fn fd_exhaustion_scenario(fd_limit: libc::rlim_t) {
             "ShutdownTimeouts": {"CloseWaitMs": 300}}})
         .to_string(),
     );
-    let Started {
-        mut child,
-        rx,
-        reader,
-        mut log,
-        addr,
-    } = ServerProcess::start(&cfg, "info", &[]);
-    // Lower the server's soft limit from outside with prlimit(2) (not setrlimit between fork
-    // and exec: valgrind, under which `make memcheck` runs this test, refuses that). Lower than
-    // what is open already is allowed: it applies to the next descriptor.
-    let pid = child.id() as libc::pid_t;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit reads and writes plain rlimit structs we own.
-    unsafe {
-        assert_eq!(
-            libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit),
-            0
-        );
-        limit.rlim_cur = fd_limit;
-        assert_eq!(
-            libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()),
-            0,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-    }
-
+    let mut s = ServerProcess::start(&cfg, "info", &[]);
+    lower_soft_limit(s.child.id(), libc::RLIMIT_NOFILE, fd_limit);
     // Clients one after another, each kept open, until one is not let in (a 503, or no answer
     // within 1 s): the server is out of descriptors.
     let mut held: Vec<Client> = Vec::new();
-    while let Some(ws) = try_upgrade(addr, Duration::from_secs(1)) {
+    while let Some(ws) = try_upgrade(s.addr, Duration::from_secs(1)) {
         held.push(ws);
         assert!(
             held.len() < CLIENTS,
@@ -545,18 +527,17 @@ fn fd_exhaustion_scenario(fd_limit: libc::rlim_t) {
         );
     }
     assert!(!held.is_empty(), "no client got in at all");
-    wait_line(&rx, &mut log, |l| l.contains("out of file descriptors"));
+    wait_line(&s.rx, &mut s.log, |l| l.contains("out of file descriptors"));
     // More clients arrive while the server is out of descriptors. With none free, accept
     // fails and they wait in the backlog; with one free, accept takes it, the wake descriptor
     // cannot be had, and the client gets a 503. Either way the accept loop must pause between
     // tries: a spinning loop burns ~100 ticks a second, or answers them all at once.
     let waiting: Vec<std::net::TcpStream> = (0..30)
-        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
         .collect();
-    let pid = child.id();
-    let before = cpu_ticks(pid);
+    let before = cpu_ticks(s.child.id());
     std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(pid) - before;
+    let used = cpu_ticks(s.child.id()) - before;
     assert!(
         used < 40,
         "{used} ticks of CPU in 1 s while out of descriptors"
@@ -575,25 +556,9 @@ fn fd_exhaustion_scenario(fd_limit: libc::rlim_t) {
     );
     drop(waiting);
     drop(held);
-    // Descriptors are free again: the server accepts and serves a new client.
-    let mut ws = (0..20)
-        .find_map(|_| try_upgrade(addr, Duration::from_millis(500)))
-        .expect("the server serves again once descriptors are free");
-    assert_eq!(
-        request(&mut ws, "1", "system", "ping", json!({}))["status"],
-        "ok"
-    );
-    wait_line(&rx, &mut log, |l| l.contains("accepting again after"));
-    signal(&child, libc::SIGTERM);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    reader.join().unwrap();
-    log.extend(rx.try_iter());
     // Logged when an episode starts (and ends), not at each pause: the one above lasted over a
     // second, ten pauses or more. Accepting the 30 stale connections once the clients left
     // may run short again briefly: a second episode.
-    let episodes = log
-        .iter()
-        .filter(|l| l.contains("accept: out of file descriptors"))
-        .count();
-    assert!(episodes <= 4, "{episodes} episodes:\n{}", log.join("\n"));
+    let episodes = recovers_from_shortage(s, "file descriptors");
+    assert!(episodes <= 4, "{episodes} episodes");
 }
