@@ -3,7 +3,7 @@
 //! shutdown wake descriptor, so shutdown stops accepting at once.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,6 +134,12 @@ pub(crate) fn bind(config: &Config) -> Result<Vec<TcpListener>, Error> {
 const BARE_503: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
+/// Refuses a client before reading its request: the bare 503, counted as `server_busy`.
+fn refuse_busy(ctx: &ServerContext, mut tcp: &TcpStream) {
+    ctx.metrics.count_rejection("server_busy");
+    let _ = tcp.write_all(BARE_503);
+}
+
 fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
@@ -158,7 +164,9 @@ impl Shortage {
         }
     }
 
-    fn pause(&mut self, e: &io::Error) {
+    /// Notes `e` (logged if it starts an episode) and waits SHORTAGE_PAUSE, or until
+    /// shutdown is requested.
+    fn pause(&mut self, e: &io::Error, ctx: &ServerContext) {
         self.pauses += 1;
         if self.since.is_none() {
             self.since = Some(Instant::now());
@@ -170,6 +178,7 @@ impl Shortage {
                 self.advice
             );
         }
+        ctx.shutdown.wait_requested(Some(SHORTAGE_PAUSE));
     }
 
     fn end(&mut self) {
@@ -229,13 +238,12 @@ pub(crate) fn accept_loop(
             }
             loop {
                 match listener.accept() {
-                    Ok((mut tcp, peer)) => {
+                    Ok((tcp, peer)) => {
                         if ctx.live_connections() >= max_threads {
-                            ctx.metrics.count_rejection("server_busy");
                             log::warn!(
                                 "refusing {peer}: {max_threads} connections already open or handshaking"
                             );
-                            let _ = tcp.write_all(BARE_503);
+                            refuse_busy(&ctx, &tcp);
                             continue;
                         }
                         // The connection's wake descriptor: with the socket, one of the two
@@ -245,11 +253,9 @@ pub(crate) fn accept_loop(
                         let waker = match Waker::new() {
                             Ok(w) => w,
                             Err(e) => {
-                                ctx.metrics.count_rejection("server_busy");
-                                let _ = tcp.write_all(BARE_503);
+                                refuse_busy(&ctx, &tcp);
                                 if is_out_of_descriptors(&e) {
-                                    descriptors.pause(&e);
-                                    ctx.shutdown.wait_requested(Some(SHORTAGE_PAUSE));
+                                    descriptors.pause(&e, &ctx);
                                     break;
                                 }
                                 log::error!("refusing {peer}: no wake descriptor: {e}");
@@ -262,18 +268,15 @@ pub(crate) fn accept_loop(
                         match connection::spawn(&ctx, tcp, peer, waker) {
                             Ok(()) => threads.end(),
                             Err((e, socket)) => {
-                                ctx.metrics.count_rejection("server_busy");
-                                let _ = (&*socket).write_all(BARE_503);
-                                threads.pause(&e);
-                                ctx.shutdown.wait_requested(Some(SHORTAGE_PAUSE));
+                                refuse_busy(&ctx, &socket);
+                                threads.pause(&e, &ctx);
                                 break;
                             }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if is_out_of_descriptors(&e) => {
-                        descriptors.pause(&e);
-                        ctx.shutdown.wait_requested(Some(SHORTAGE_PAUSE));
+                        descriptors.pause(&e, &ctx);
                         break;
                     }
                     Err(e) => {
