@@ -295,8 +295,10 @@ impl ShutdownSignal {
         })
     }
 
-    /// Sets the flag and wakes every waiter. Returns false if it was already set.
-    pub(crate) fn request(&self) -> bool {
+    /// Sets the flag and wakes every waiter; the first call also notes the time and
+    /// `open_connections` for the shutdown report. Returns false if it was already set.
+    pub(crate) fn request(&self, open_connections: usize) -> bool {
+        let _ = self.first_request.set((Instant::now(), open_connections));
         let first = !self.requested.swap(true, Ordering::SeqCst);
         self.notify();
         self.waker.wake();
@@ -431,16 +433,10 @@ impl ServerContext {
         self.started_at.elapsed().as_millis() as u64
     }
 
-    /// Raises the shutdown flag (phase 1), first noting the time and the open connections for
+    /// Raises the shutdown flag (phase 1); the first request notes the open connections for
     /// the shutdown report. Returns false if it was already raised.
     pub(crate) fn request_shutdown(&self) -> bool {
-        if !self.shutdown.is_requested() {
-            let _ = self
-                .shutdown
-                .first_request
-                .set((Instant::now(), self.live_connections()));
-        }
-        self.shutdown.request()
+        self.shutdown.request(self.live_connections())
     }
 
     /// Live connection threads (handshaking or established).

@@ -46,7 +46,7 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
     let (start, open) = ctx
         .shutdown
         .first_request()
-        .unwrap_or_else(|| (Instant::now(), ctx.live_connections()));
+        .expect("request_shutdown notes the first request");
     let mut report = ShutdownReport {
         connections_at_start: open,
         ..ShutdownReport::default()
