@@ -55,6 +55,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod json_keys;
 pub mod message;
 mod server;
 mod tls_io;
@@ -65,7 +66,7 @@ pub use config::Config;
 pub use error::Error;
 pub use message::{Command, ErrorCode, MessageAuth, WireError};
 pub use server::{
-    ApiKey, HandlerResult, Identity, Request, Role, Secret, Server, ServerHandle, ShutdownReport,
-    StuckThread,
+    ApiKey, AuthMethod, HandlerResult, Identity, Request, Role, Secret, Server, ServerHandle,
+    ShutdownReport, StuckThread,
 };
 pub use server::{Event, JwtConfig, Priority, Publisher, SessionTokenConfig};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use hydrogen_ws::{Config, Error, Server};
 
 mod client_cli;
+mod logging;
 
 const USAGE: &str = "\
 usage: hydrogen-ws [--config PATH] [--check-config]
@@ -62,17 +63,6 @@ fn parse_args() -> Result<Option<Mode>, String> {
     Ok(Some(Mode::Server(args)))
 }
 
-fn init_logging(level: &str) {
-    let mut b = env_logger::Builder::new();
-    b.parse_filters(level);
-    if let Ok(filters) = std::env::var("RUST_LOG") {
-        b.parse_filters(&filters);
-    }
-    b.format_timestamp_millis()
-        .target(env_logger::Target::Stderr)
-        .init();
-}
-
 fn fail(e: &Error) -> ExitCode {
     eprintln!("hydrogen-ws: {e}");
     ExitCode::from(e.exit_code() as u8)
@@ -82,7 +72,7 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(Mode::Server(a))) => a,
         Ok(Some(Mode::Client(rest))) => {
-            init_logging("warn");
+            logging::init("warn");
             return client_cli::run(&rest);
         }
         Ok(None) => return ExitCode::SUCCESS,
@@ -104,7 +94,7 @@ fn main() -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(&e),
     };
-    init_logging(&config.log_level);
+    logging::init(&config.log_level);
     for w in &report.warnings {
         log::warn!("{w}");
     }

@@ -201,6 +201,15 @@ pub fn is_valid_name(s: &str) -> bool {
         })
 }
 
+/// Channels the server itself speaks on: no handler, service or publisher may use them
+/// (a forged `system/welcome` or `system/status` would mislead every subscriber).
+pub const RESERVED_CHANNELS: &[&str] = &["system"];
+
+/// Whether `channel` is reserved for the server ([`RESERVED_CHANNELS`]).
+pub fn is_reserved_channel(channel: &str) -> bool {
+    RESERVED_CHANNELS.contains(&channel)
+}
+
 /// Bounds the recursion the JSON parser will do: scans bracket depth outside strings and
 /// returns the depth reached when it exceeds `max`. Not a parser: malformed input that stays
 /// shallow passes and is refused by serde_json.
@@ -246,13 +255,21 @@ pub(crate) fn parse_incoming(text: &str) -> Result<Incoming, Box<Invalid>> {
     }
     let value: Value =
         serde_json::from_str(text).map_err(|e| bare(format!("message is not valid JSON: {e}")))?;
+    // serde_json keeps the last of two equal keys; a filter, a log line and a handler could
+    // then each see another message, so such a message is refused (after the parse above,
+    // which has already refused anything that is not JSON).
+    if let Err(e) = serde_json::from_str::<crate::json_keys::UniqueKeys>(text) {
+        return Err(bare(format!("message is not accepted: {e}")));
+    }
     let Value::Object(mut obj) = value else {
         return Err(bare(
             "message must be a JSON object (the envelope of SPEC §6)".into(),
         ));
     };
     let id = match obj.get("id") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s.clone()),
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ID_LEN => {
+            Some(s.clone())
+        }
         _ => None,
     };
     let field = |obj: &Map<String, Value>, k: &str| {

@@ -3,30 +3,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, unbounded};
 use serde_json::json;
+use std::io::Read;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+use support::process::{self, ServerProcess, Started, temp_config, wait_line};
 use support::*;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hydrogen-ws");
-const SECRET: &str = "binary-test-secret-key-9f8e7d";
-
-fn temp_config(body: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "hws-test-{}-{}.json",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, body).unwrap();
-    path
-}
+const SECRET: &str = process::BINARY_KEY;
 
 fn run(args: &[&str], key: Option<&str>) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
@@ -157,96 +143,6 @@ fn unusable_tls_material_exits_4() {
     let (code, _, err) = run(&["--config", cfg.to_str().unwrap()], Some(SECRET));
     assert_eq!(code, 2, "TLS without paths is a config error: {err}");
     assert!(err.contains("WebSocketServer.CertificatePath"), "{err}");
-}
-
-/// A server process that is killed if the test fails before it exits (otherwise it would
-/// outlive the test, holding the harness's stdout open).
-struct ServerProcess(Child);
-
-impl std::ops::Deref for ServerProcess {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for ServerProcess {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-/// A started server: the process, its stderr lines (and the thread reading them), the lines
-/// seen so far, and the address it listens on.
-struct Started {
-    child: ServerProcess,
-    rx: Receiver<String>,
-    reader: std::thread::JoinHandle<()>,
-    log: Vec<String>,
-    addr: std::net::SocketAddr,
-}
-
-impl ServerProcess {
-    /// Starts the binary on the config file `cfg` with the test key, `RUST_LOG=rust_log` and
-    /// the `extra_env`, and waits for its "listening on" line.
-    fn start(cfg: &std::path::Path, rust_log: &str, extra_env: &[(&str, &str)]) -> Started {
-        let mut child = ServerProcess(
-            Command::new(BIN)
-                .args(["--config", cfg.to_str().unwrap()])
-                .env("HYDROGEN_API_KEY", SECRET)
-                .env("RUST_LOG", rust_log)
-                .envs(extra_env.iter().copied())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let (rx, reader) = stderr_lines(&mut child);
-        let mut log = Vec::new();
-        let line = wait_line(&rx, &mut log, |l| l.contains("listening on 127.0.0.1:"));
-        let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
-        Started {
-            child,
-            rx,
-            reader,
-            log,
-            addr,
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Collects the child's stderr lines on a thread.
-fn stderr_lines(child: &mut Child) -> (Receiver<String>, std::thread::JoinHandle<()>) {
-    let (tx, rx) = unbounded();
-    let stderr = child.stderr.take().unwrap();
-    let t = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (rx, t)
-}
-
-fn wait_line(rx: &Receiver<String>, log: &mut Vec<String>, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("log line not seen; log so far:\n{}", log.join("\n")));
-        log.push(line.clone());
-        if pred(&line) {
-            return line;
-        }
-    }
 }
 
 fn signal(child: &Child, sig: i32) {

@@ -94,6 +94,14 @@ pub struct Config {
     pub jwt: Option<JwtConfig>,
     /// `SessionTokens` (off): RS256 session tokens issued by the server.
     pub session_tokens: Option<SessionTokenConfig>,
+    /// `MaxChannelsPerSession` (64): channels one session may subscribe to; a subscribe past
+    /// it gets `invalid_message` naming the limit. Action filters hold at most
+    /// [`MAX_ACTIONS_PER_CHANNEL`] actions per channel.
+    pub max_channels_per_session: usize,
+    /// `MaxSessionsPerIdentity` (32): sessions one identity (key, JWT subject) may hold;
+    /// past it the oldest detached ones are expired early. Attached sessions are never
+    /// expired (their connections are bounded by MaxConnections).
+    pub max_sessions_per_identity: usize,
     /// `SensitiveActions` (["system/disconnect"]): `channel/action`s that must carry a valid
     /// `auth.signature` with a fresh timestamp.
     pub sensitive_actions: Vec<String>,
@@ -194,6 +202,8 @@ impl Default for Config {
             jwt: None,
             sensitive_actions: vec!["system/disconnect".into()],
             session_tokens: None,
+            max_channels_per_session: 64,
+            max_sessions_per_identity: 32,
         }
     }
 }
@@ -239,9 +249,12 @@ impl Config {
         let mut cfg = Config::default();
         let mut s = Section::new("WebSocketServer", section);
         // The default of `Key` is itself an environment reference (SPEC §3).
-        let key = s
-            .take("Key")
-            .unwrap_or(Value::String("${env.HYDROGEN_API_KEY}".into()));
+        let key = match s.take("Key") {
+            Some(v) => Some(v),
+            None if s.has("Key") => None,
+            // The default of `Key` is itself an environment reference (SPEC §3).
+            None => std::env::var("HYDROGEN_API_KEY").ok().map(Value::String),
+        };
         if let Some(v) = s.take_bool("Enabled")? {
             cfg.enabled = v;
         }
@@ -342,9 +355,19 @@ impl Config {
         if let Some(v) = s.take_bool("EchoMode")? {
             cfg.echo_mode = v;
         }
-        if let Some(k) = Section::as_str_value(&key, "WebSocketServer.Key")? {
-            cfg.keys
-                .push(ApiKey::new("default", Secret::new(k), Role::Admin));
+        if let Some(v) = key
+            && let Some(k) = Section::string_value(v, "WebSocketServer.Key")?
+        {
+            let setting = if s.has("Key") {
+                "WebSocketServer.Key"
+            } else {
+                "HYDROGEN_API_KEY"
+            };
+            cfg.keys.push(ApiKey::new(
+                "default",
+                non_blank_key(k, setting)?,
+                Role::Admin,
+            ));
         }
         if let Some(v) = s.take("Keys") {
             cfg.keys.extend(parse_keys(&v)?);
@@ -382,6 +405,12 @@ impl Config {
         }
         if let Some(v) = s.take_int("ThreadStackSize", 131_072, 64 << 20)? {
             cfg.thread_stack_size = v as usize;
+        }
+        if let Some(v) = s.take_int("MaxChannelsPerSession", 1, 100_000)? {
+            cfg.max_channels_per_session = v as usize;
+        }
+        if let Some(v) = s.take_int("MaxSessionsPerIdentity", 1, 1_000_000)? {
+            cfg.max_sessions_per_identity = v as usize;
         }
         if let Some(v) = s.take_int("OutboundQueueLimit", 1, 1_000_000)? {
             cfg.outbound_queue_limit = v as usize;
@@ -433,6 +462,16 @@ impl Config {
     /// Checks what only makes sense for the whole config: with `AuthRequired`, at least one
     /// key must exist. The error says how to set `HYDROGEN_API_KEY`.
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some(k) = self
+            .keys
+            .iter()
+            .find(|k| k.secret.expose().trim().is_empty())
+        {
+            return Err(Error::config(
+                format!("WebSocketServer.Keys[{}].Key", k.name),
+                "is empty: an empty key would admit anyone; give every key a real value",
+            ));
+        }
         if self.auth_required && self.keys.is_empty() && self.jwt.is_none() {
             return Err(Error::config(
                 "WebSocketServer.Key",
@@ -473,6 +512,16 @@ impl Config {
         Ok(())
     }
 
+    /// Names of the keys shorter than [`SHORT_KEY_CHARS`] characters (guessable; the server
+    /// warns about each at start-up, naming the key, never showing it).
+    pub fn short_keys(&self) -> Vec<&str> {
+        self.keys
+            .iter()
+            .filter(|k| k.secret.expose().chars().count() < SHORT_KEY_CHARS)
+            .map(|k| k.name.as_str())
+            .collect()
+    }
+
     /// The effective config as JSON, secrets redacted (for `--check-config`).
     pub fn to_redacted_json(&self) -> Value {
         let keys: Vec<Value> = self
@@ -495,6 +544,8 @@ impl Config {
             "PongTimeoutMs": ms(self.pong_timeout), "IdleTimeout": self.idle_timeout.map_or(0, |d| d.as_secs()),
             "ThreadPoolSize": self.thread_pool_size, "ThreadStackSize": self.thread_stack_size,
             "OutboundQueueLimit": self.outbound_queue_limit,
+            "MaxChannelsPerSession": self.max_channels_per_session,
+            "MaxSessionsPerIdentity": self.max_sessions_per_identity,
             "StatusIntervalMs": self.status_interval.map_or(0, ms), "HandlerTimeoutMs": ms(self.handler_timeout),
             "ShutdownTimeouts": {"CloseWaitMs": ms(self.close_wait), "JoinMs": ms(self.join_timeout)},
             "RateLimit": {
@@ -523,6 +574,25 @@ impl Config {
         }})
     }
 }
+
+/// A key that can authenticate: an empty or blank key would admit anyone who sends an empty
+/// one (`?key=`), so it is a config error naming `setting`.
+pub(crate) fn non_blank_key(key: String, setting: &str) -> Result<Secret, Error> {
+    if key.trim().is_empty() {
+        return Err(Error::config(
+            setting,
+            "is empty: an empty key would admit anyone. Set a real key, for example \
+             `export HYDROGEN_API_KEY=$(head -c 24 /dev/urandom | base64)`, or remove the setting",
+        ));
+    }
+    Ok(Secret::new(key))
+}
+
+/// Actions one channel's filter may name (`system/subscribe` with `actions`).
+pub const MAX_ACTIONS_PER_CHANNEL: usize = 256;
+
+/// Keys shorter than this are accepted with a warning at start-up.
+pub const SHORT_KEY_CHARS: usize = 16;
 
 /// Where the binary looks when no `--config` is given.
 pub fn default_path() -> PathBuf {

@@ -28,6 +28,11 @@ impl<'a> Section<'a> {
         self.map.get(key).and_then(substitute_env)
     }
 
+    /// Whether `key` is given (not null), even as an unset `${env.NAME}`.
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(|v| !v.is_null())
+    }
+
     pub(super) fn key(&self, key: &str) -> String {
         format!("{}.{key}", self.path)
     }
@@ -36,9 +41,15 @@ impl<'a> Section<'a> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
+            // `${env.X}` is text; "true" and "false" convert where the setting is a boolean.
+            Some(Value::String(s))
+                if self.is_env_reference(key) && (s == "true" || s == "false") =>
+            {
+                Ok(Some(s == "true"))
+            }
             Some(other) => Err(Error::config(
                 self.key(key),
-                format!("{other} is not a boolean (true or false)"),
+                format!("{other} is the wrong type: a boolean (true or false) is needed"),
             )),
         }
     }
@@ -49,33 +60,59 @@ impl<'a> Section<'a> {
         min: u64,
         max: u64,
     ) -> Result<Option<u64>, Error> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                _ => Err(Error::config(
+        let from_env = self.is_env_reference(key);
+        let Some(v) = self.take(key) else {
+            return Ok(None);
+        };
+        let number = match &v {
+            Value::Number(n) => n.as_u64(),
+            // `${env.X}` is text; it converts where the setting is a number.
+            Value::String(s) if from_env => s.parse::<u64>().ok(),
+            _ => {
+                return Err(Error::config(
                     self.key(key),
-                    format!("{v} is out of range: allowed an integer from {min} to {max}"),
-                )),
-            },
+                    format!("{v} is the wrong type: an integer from {min} to {max} is needed"),
+                ));
+            }
+        };
+        match number {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(Error::config(
+                self.key(key),
+                format!("{v} is out of range: allowed an integer from {min} to {max}"),
+            )),
         }
+    }
+
+    /// Whether `key`'s value is a `${env.NAME}` reference.
+    fn is_env_reference(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(|v| env_name(v).is_some())
     }
 
     pub(super) fn take_str(&mut self, key: &'static str) -> Result<Option<String>, Error> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => Self::as_str_value(&v, &self.key(key)),
+            Some(v) => Self::string_value(v, &self.key(key)),
         }
     }
 
+    /// A value already substituted, as a string setting.
+    pub(super) fn string_value(v: Value, key: &str) -> Result<Option<String>, Error> {
+        match v {
+            Value::String(s) => Ok(Some(s)),
+            other => Err(Error::config(
+                key,
+                format!("{other} is the wrong type: a string is needed"),
+            )),
+        }
+    }
+
+    /// A string setting: the exact text, also when it came from `${env.NAME}` (a key such as
+    /// `0042` stays `0042`).
     pub(super) fn as_str_value(v: &Value, key: &str) -> Result<Option<String>, Error> {
         match substitute_env(v) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            // `${env.X}` holding a number or boolean converts; for a string key, keep its text.
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-            Some(other) => Err(Error::config(key, format!("{other} is not a string"))),
+            Some(v) => Self::string_value(v, key),
         }
     }
 
@@ -95,25 +132,19 @@ impl<'a> Section<'a> {
     }
 }
 
-/// `"${env.NAME}"` → the variable's value (typed when it reads as a bool or number), `None`
-/// when unset or when `v` is null.
+/// The variable named by a `"${env.NAME}"` value.
+fn env_name(v: &Value) -> Option<&str> {
+    v.as_str()?.strip_prefix("${env.")?.strip_suffix('}')
+}
+
+/// `"${env.NAME}"` → the variable's exact text as a string (the typed getters convert it
+/// where a setting is a number or a boolean), `None` when unset or when `v` is null.
 pub(super) fn substitute_env(v: &Value) -> Option<Value> {
     match v {
         Value::Null => None,
-        Value::String(s) => match s.strip_prefix("${env.").and_then(|r| r.strip_suffix('}')) {
-            Some(name) => {
-                let raw = std::env::var(name).ok()?;
-                Some(match raw.as_str() {
-                    "true" => Value::Bool(true),
-                    "false" => Value::Bool(false),
-                    _ => raw
-                        .parse::<u64>()
-                        .map(Value::from)
-                        .unwrap_or(Value::String(raw)),
-                })
-            }
+        _ => match env_name(v) {
+            Some(name) => std::env::var(name).ok().map(Value::String),
             None => Some(v.clone()),
         },
-        other => Some(other.clone()),
     }
 }

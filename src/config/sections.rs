@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::reader::Section;
 use super::{DeliveryConfig, LoadReport, RateLimitConfig};
 use crate::error::Error;
-use crate::server::auth::{ApiKey, Role, Secret};
+use crate::server::auth::{ApiKey, Role};
 use crate::server::jwt::JwtConfig;
 
 pub(super) fn parse_keys(v: &Value) -> Result<Vec<ApiKey>, Error> {
@@ -34,10 +34,11 @@ pub(super) fn parse_keys(v: &Value) -> Result<Vec<ApiKey>, Error> {
         })?;
         // A key whose environment variable is unset is skipped, as the single `Key` is.
         if let Some(secret) = s.take_str("Key")? {
-            if secret.is_empty() {
-                return Err(Error::config(format!("{path}.Key"), "must not be empty"));
-            }
-            keys.push(ApiKey::new(&name, Secret::new(secret), role));
+            keys.push(ApiKey::new(
+                &name,
+                super::non_blank_key(secret, &format!("{path}.Key"))?,
+                role,
+            ));
         }
     }
     Ok(keys)

@@ -66,7 +66,11 @@ pub(super) fn admit(
             Ok(identity) => Some(identity),
             Err(why) => return Err(unauthorized(why.0)),
         },
-        Some(Err(why)) => return Err(unauthorized(why)),
+        Some(Err(CredentialProblem::Malformed(why))) => return Err(unauthorized(why)),
+        Some(Err(CredentialProblem::Ambiguous(why))) => {
+            return Err(Rejection::new(400, "Bad Request", "invalid_message", why)
+                .state(ConnState::Rejected));
+        }
         None => ctx.auth.anonymous(),
     };
     if ctx.shutdown.is_requested() {
@@ -132,25 +136,54 @@ pub(crate) fn release_slot(ctx: &ServerContext, conn: &ConnectionShared) {
     }
 }
 
-/// The credential in the request: `Authorization` header first, then `?key=` / `?token=`.
-fn credential(head: &RequestHead) -> Option<Result<Credential, &'static str>> {
-    if let Some(auth) = &head.authorization {
+/// Why a request's credentials cannot be used.
+enum CredentialProblem {
+    /// Present but not of a form we read: 401.
+    Malformed(&'static str),
+    /// More than one, and they disagree: 400 (refused, not guessed).
+    Ambiguous(&'static str),
+}
+
+/// The credential in the request: an `Authorization` header, or `?key=` / `?token=`. Two
+/// headers, two query credentials, or a header and a query credential that differ are
+/// ambiguous and refused; the same credential given both ways is accepted.
+fn credential(head: &RequestHead) -> Option<Result<Credential, CredentialProblem>> {
+    if head.authorization.len() > 1 {
+        return Some(Err(CredentialProblem::Ambiguous(
+            "more than one Authorization header: send exactly one",
+        )));
+    }
+    let from_header = head.authorization.first().map(|auth| {
         let (scheme, value) = auth.trim().split_once(' ').unwrap_or((auth.as_str(), ""));
         let value = value.trim().to_string();
-        return Some(match scheme {
+        match scheme {
             s if s.eq_ignore_ascii_case("key") && !value.is_empty() => Ok(Credential::Key(value)),
             s if s.eq_ignore_ascii_case("bearer") && !value.is_empty() => {
                 Ok(Credential::Bearer(value))
             }
-            _ => Err("Authorization must be `Key <key>` or `Bearer <token>`"),
-        });
-    }
-    for (k, v) in form_urlencoded::parse(head.query.as_bytes()) {
-        match k.as_ref() {
-            "key" => return Some(Ok(Credential::Key(v.into_owned()))),
-            "token" => return Some(Ok(Credential::Bearer(v.into_owned()))),
-            _ => {}
+            _ => Err(CredentialProblem::Malformed(
+                "Authorization must be `Key <key>` or `Bearer <token>`",
+            )),
         }
+    });
+    let mut from_query =
+        form_urlencoded::parse(head.query.as_bytes()).filter_map(|(k, v)| match k.as_ref() {
+            "key" => Some(Credential::Key(v.into_owned())),
+            "token" => Some(Credential::Bearer(v.into_owned())),
+            _ => None,
+        });
+    let query = from_query.next();
+    if from_query.next().is_some() {
+        return Some(Err(CredentialProblem::Ambiguous(
+            "more than one key= or token= in the query: send exactly one credential",
+        )));
     }
-    None
+    match (from_header, query) {
+        (None, q) => q.map(Ok),
+        (Some(h), None) => Some(h),
+        (Some(Ok(h)), Some(q)) if h == q => Some(Ok(h)),
+        (Some(_), Some(_)) => Some(Err(CredentialProblem::Ambiguous(
+            "the Authorization header and the query's key= or token= differ: send one credential",
+        ))),
+    }
 }

@@ -117,17 +117,45 @@ impl ApiKey {
     }
 }
 
-/// An authenticated (or anonymous, when auth is off) client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a client proved who it is. It decides what else it may do: only an API key can sign
+/// sensitive commands (the key is the HMAC key), so a session token, which anyone who
+/// captured it can present, never reaches a sensitive action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// No credential: `AuthRequired` is false.
+    Anonymous,
+    /// An API key (`Authorization: Key`, `?key=`, `system/auth {"key"}`).
+    Key,
+    /// A JWT from the configured identity provider.
+    Jwt,
+    /// A session token this server issued.
+    SessionToken,
+}
+
+/// An authenticated (or anonymous, when auth is off) client. Two identities are the same
+/// when name and role are: how they authenticated does not matter for resuming a session.
+#[derive(Debug, Clone)]
 pub struct Identity {
-    /// The key's name (`anonymous` when AuthRequired is false).
+    /// The key's name (`anonymous` when AuthRequired is false); `jwt:<sub>` for JWTs.
     pub name: String,
     /// What the client may do.
     pub role: Role,
+    /// How it authenticated.
+    pub method: AuthMethod,
 }
 
-/// Credentials a client presented, in the handshake or in `system/auth`.
-#[derive(Clone)]
+impl PartialEq for Identity {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.role == other.role
+    }
+}
+
+impl Eq for Identity {}
+
+/// Credentials a client presented, in the handshake or in `system/auth`. Equality is for
+/// telling whether two given in one request agree (not for checking them: see
+/// [`Authenticator::verify`], which compares in constant time).
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Credential {
     Key(String),
     Bearer(String),
@@ -171,6 +199,7 @@ impl Authenticator {
         (!self.auth_required).then(|| Identity {
             name: "anonymous".into(),
             role: Role::Viewer,
+            method: AuthMethod::Anonymous,
         })
     }
 
@@ -183,6 +212,13 @@ impl Authenticator {
     /// not reveal which key, or which prefix, matched.
     pub(crate) fn verify(&self, credential: &Credential) -> Result<Identity, AuthFailure> {
         match credential {
+            // Config refuses empty keys; an empty candidate is refused before any comparison.
+            Credential::Key(candidate) if candidate.trim().is_empty() => {
+                Err(AuthFailure("empty API key".into()))
+            }
+            Credential::Bearer(token) if token.trim().is_empty() => {
+                Err(AuthFailure("empty token".into()))
+            }
             Credential::Key(candidate) => {
                 let mut found: Option<&ApiKey> = None;
                 for key in &self.keys {
@@ -194,6 +230,7 @@ impl Authenticator {
                     .map(|k| Identity {
                         name: k.name.clone(),
                         role: k.role,
+                        method: AuthMethod::Key,
                     })
                     .ok_or_else(|| AuthFailure("invalid API key".into()))
             }

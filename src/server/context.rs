@@ -21,6 +21,7 @@ use crate::server::jwt::JwtVerifier;
 use crate::server::limits::Limits;
 use crate::server::service::Services;
 use crate::server::session_tokens::SessionTokens;
+use crate::server::signature::SignedCommands;
 use crate::server::status::ProcessSampler;
 use crate::server::threads::ThreadRegistry;
 use crate::wake::Waker;
@@ -258,6 +259,9 @@ impl Metrics {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     pub by_id: HashMap<u64, Arc<ConnectionShared>>,
+    /// Connections per address, from accept to the end (handshaking ones included): what
+    /// the accept loop holds to MaxConnectionsPerIp.
+    pub per_ip: HashMap<IpAddr, usize>,
     /// Upgraded (WebSocket) connections: what MaxConnections limits.
     pub established: usize,
     pub established_per_ip: HashMap<IpAddr, usize>,
@@ -383,6 +387,8 @@ pub(crate) struct ServerContext {
     pub events: EventBus,
     pub services: Services,
     pub limits: Limits,
+    /// Signed commands of the last minute (replay guard).
+    pub signed: SignedCommands,
     pub sampler: ProcessSampler,
     /// TLS settings when SecureMode is "tls".
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -412,6 +418,7 @@ impl ServerContext {
             shutdown: ShutdownSignal::new()?,
             threads: ThreadRegistry::default(),
             dispatch: Dispatcher::new(),
+            signed: SignedCommands::default(),
             events: EventBus::default(),
             services: Services::default(),
             limits: Limits::new(config.rate_limit.clone()),
@@ -440,6 +447,16 @@ impl ServerContext {
     }
 
     /// Live connection threads (handshaking or established).
+    /// Connections from `ip`, handshaking ones included.
+    pub(crate) fn connections_from(&self, ip: IpAddr) -> usize {
+        self.connections
+            .lock()
+            .per_ip
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub(crate) fn live_connections(&self) -> usize {
         self.connections.lock().by_id.len()
     }

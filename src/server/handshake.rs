@@ -34,13 +34,24 @@ const MAX_HEADERS: usize = 48;
 /// After a rejection, how long we keep reading (and discarding) so the client sees our
 /// response rather than a reset.
 const LINGER_AFTER_REJECT: Duration = Duration::from_millis(250);
-/// Cap on tungstenite's output buffer: a safety net only. A connection stops reading while
-/// its socket is write-blocked, so output grows by at most one batch of frames.
-const MAX_WRITE_BUFFER_BYTES: usize = 64 << 20;
+/// Cap on tungstenite's output buffer (tungstenite's own default is unbounded). A
+/// connection stops reading, and taking queued output, while its socket is write-blocked,
+/// so output grows by at most one batch and one message; the cap is the safety net that
+/// drops a client whose output would grow past it anyway. At least this, or room for one
+/// MaxMessageSize message beyond a batch; a larger message the server itself sends (an
+/// event from a `Publisher`) raises it for as long as that message waits
+/// ([`write_buffer_cap`]).
+const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// Frames are gathered up to this many bytes before a `write(2)`; the connection loop
 /// flushes everything before it sleeps, so this only batches, it never delays. The buffer
 /// grows only on connections that are busy.
 const WRITE_BATCH_BYTES: usize = 16 * 1024;
+/// The cap on a connection's output buffer: room for a batch and a message of
+/// `message_len` bytes, and never less than the base cap for `max_message_size`.
+pub(crate) fn write_buffer_cap(max_message_size: usize, message_len: usize) -> usize {
+    MAX_WRITE_BUFFER_BYTES.max(max_message_size.max(message_len) + 2 * WRITE_BATCH_BYTES)
+}
+
 /// Read buffer for tungstenite: small, because it is allocated per connection.
 pub(crate) const READ_BUFFER_BYTES: usize = 4096;
 
@@ -63,9 +74,63 @@ pub(super) struct RequestHead {
     pub(super) query: String,
     pub(super) is_upgrade: bool,
     pub(super) protocols: Vec<String>,
-    pub(super) authorization: Option<String>,
+    /// Every `Authorization` header (more than one is ambiguous and refused).
+    pub(super) authorization: Vec<String>,
+    /// What is wrong with the upgrade itself (HTTP version, `Sec-WebSocket-Key`,
+    /// `Sec-WebSocket-Version`), found before tungstenite sees it so the client gets an answer.
+    pub(super) upgrade_problem: Option<UpgradeProblem>,
     /// Bytes that came after the head: a client that did not wait for `101`.
     pub(super) trailing_bytes: usize,
+}
+
+/// Why an upgrade request cannot be upgraded (RFC 6455 §4.1, §4.2.1, §4.4).
+pub(super) enum UpgradeProblem {
+    /// Not HTTP/1.1 or later.
+    HttpVersion,
+    /// `Sec-WebSocket-Key` missing, repeated, or not the base64 of 16 bytes.
+    Key(&'static str),
+    /// `Sec-WebSocket-Version` missing or not 13: 426 with the version we speak.
+    Version(String),
+}
+
+impl UpgradeProblem {
+    fn rejection(&self) -> Rejection {
+        match self {
+            UpgradeProblem::HttpVersion => Rejection::new(
+                400,
+                "Bad Request",
+                "invalid_message",
+                "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 4.1)",
+            ),
+            UpgradeProblem::Key(why) => Rejection::new(
+                400,
+                "Bad Request",
+                "invalid_message",
+                format!(
+                    "Sec-WebSocket-Key {why}: send one header holding 16 random bytes in base64 (RFC 6455 4.1)"
+                ),
+            ),
+            UpgradeProblem::Version(got) => Rejection::new(
+                426,
+                "Upgrade Required",
+                "upgrade_required",
+                format!(
+                    "Sec-WebSocket-Version {got}: this server speaks version 13 (RFC 6455 4.4)"
+                ),
+            )
+            .header("Sec-WebSocket-Version", "13"),
+        }
+    }
+}
+
+/// Whether `key` is what RFC 6455 §4.1 asks for: the base64 of 16 bytes, which is always
+/// 22 base64 characters and `==` (no decoding is needed to know).
+fn is_websocket_key(key: &str) -> bool {
+    key.len() == 24
+        && key.ends_with("==")
+        && key[..22]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// A rejection: HTTP status, error code, message, extra headers.
@@ -123,6 +188,7 @@ pub(crate) fn perform(
         tls: None,
         replay: Vec::new(),
         replay_pos: 0,
+        last_write_blocked: false,
     };
     if let Some(config) = &ctx.tls {
         let tls_conn = rustls::ServerConnection::new(config.clone()).map(Box::new);
@@ -195,6 +261,9 @@ pub(crate) fn perform(
         .header("Sec-WebSocket-Version", "13");
         return reject(ctx, conn, stream, r, deadline);
     }
+    if let Some(problem) = &head.upgrade_problem {
+        return reject(ctx, conn, stream, problem.rejection(), deadline);
+    }
     if head.trailing_bytes > 0 {
         // tungstenite would refuse this too ("junk after client request"), but silently.
         let r = Rejection::new(
@@ -265,14 +334,19 @@ fn read_head(
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(None),
             Ok(n) => {
+                // Only the new bytes (and the 3 before them) can complete the terminator.
+                let from = buf.len().saturating_sub(3);
                 buf.extend_from_slice(&chunk[..n]);
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    return Ok(Some(buf));
+                let end = buf[from..]
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map(|i| from + i + 4);
+                match end {
+                    Some(end) if end > MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
+                    Some(_) => return Ok(Some(buf)),
+                    None if buf.len() > MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
+                    None => continue,
                 }
-                if buf.len() > MAX_HEAD_BYTES {
-                    return Err(HeadError::TooLarge);
-                }
-                continue;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -318,6 +392,28 @@ fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
         })
     };
     let is_upgrade = has_token("Upgrade", "websocket") && has_token("Connection", "upgrade");
+    let keys: Vec<String> = header("Sec-WebSocket-Key")
+        .map(|h| text(h).trim().to_string())
+        .collect();
+    let versions: Vec<String> = header("Sec-WebSocket-Version")
+        .map(|h| text(h).trim().to_string())
+        .collect();
+    let upgrade_problem = if req.version != Some(1) {
+        Some(UpgradeProblem::HttpVersion)
+    } else if versions.len() != 1 || versions[0] != "13" {
+        Some(UpgradeProblem::Version(match versions.len() {
+            0 => "missing".into(),
+            1 => format!("{:?}", versions[0]),
+            _ => "given more than once".into(),
+        }))
+    } else {
+        match keys.as_slice() {
+            [] => Some(UpgradeProblem::Key("missing")),
+            [k] if is_websocket_key(k) => None,
+            [_] => Some(UpgradeProblem::Key("malformed")),
+            _ => Some(UpgradeProblem::Key("given more than once")),
+        }
+    };
     let protocols = header("Sec-WebSocket-Protocol")
         .flat_map(|h| {
             text(h)
@@ -333,7 +429,8 @@ fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
         query: query.to_string(),
         is_upgrade,
         protocols,
-        authorization: header("Authorization").next().map(text),
+        authorization: header("Authorization").map(text).collect(),
+        upgrade_problem,
         trailing_bytes: bytes.len() - head_len,
     })
 }
@@ -351,7 +448,7 @@ fn upgrade(
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BATCH_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(write_buffer_cap(ctx.config.max_message_size, 0))
         .max_message_size(Some(ctx.config.max_message_size))
         .max_frame_size(Some(ctx.config.max_message_size));
     let callback = move |_req: &Request, mut resp: Response| {

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::server::auth::{Identity, Role};
+use crate::server::auth::{AuthMethod, Identity, Role};
 
 /// The `Jwt` section of the config.
 #[derive(Debug, Clone)]
@@ -179,15 +179,24 @@ impl JwtVerifier {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        validation.required_spec_claims = HashSet::from(["exp".to_string()]);
+        // `sub` names the identity (sessions belong to it); `iss` and `aud` must be present,
+        // not only right when present, wherever they are configured.
+        let mut required = HashSet::from(["exp".to_string(), "sub".to_string()]);
         match &self.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.insert("iss".to_string());
+            }
             None => validation.iss = None,
         }
         match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.insert("aud".to_string());
+            }
             None => validation.validate_aud = false,
         }
+        validation.required_spec_claims = required;
         let data = decode::<Value>(token, key, &validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => "token expired: get a new one".to_string(),
             ErrorKind::ImmatureSignature => "token not valid yet (nbf)".to_string(),
@@ -209,10 +218,14 @@ impl JwtVerifier {
                     .and_then(|s| s.split_whitespace().filter_map(Role::from_name).max())
             })
             .unwrap_or(Role::Viewer);
-        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("token");
+        let sub = match claims.get("sub").and_then(Value::as_str) {
+            Some(s) if !s.trim().is_empty() => s,
+            _ => return Err("token's sub claim must be a non-empty string".into()),
+        };
         Ok(Identity {
             name: format!("jwt:{sub}"),
             role,
+            method: AuthMethod::Jwt,
         })
     }
 }

@@ -130,14 +130,40 @@ pub(crate) fn bind(config: &Config) -> Result<Vec<TcpListener>, Error> {
     })
 }
 
-/// Answer to a client refused before its request is read (no thread or descriptor for it).
-const BARE_503: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// Refuses a client before its request is read (no thread or descriptor for it): a 503
+/// with `Retry-After` and the JSON error body, counted as `server_busy`.
+fn refuse_busy(ctx: &ServerContext, tcp: &TcpStream) {
+    refuse_early(
+        ctx,
+        tcp,
+        "503 Service Unavailable",
+        "server_busy",
+        "the server is out of connection slots or resources; retry later",
+    );
+}
 
-/// Refuses a client before reading its request: the bare 503, counted as `server_busy`.
-fn refuse_busy(ctx: &ServerContext, mut tcp: &TcpStream) {
-    ctx.metrics.count_rejection("server_busy");
-    let _ = tcp.write_all(BARE_503);
+/// Writes a complete HTTP refusal straight from the accept loop, before any thread exists
+/// for the client. The socket is fresh, so a response this small fits its send buffer and
+/// the write does not block. A TLS port gets no plain-text answer (the client expects a
+/// TLS record): the socket is just closed.
+fn refuse_early(
+    ctx: &ServerContext,
+    mut tcp: &TcpStream,
+    status: &str,
+    code: &'static str,
+    message: &str,
+) {
+    ctx.metrics.count_rejection(code);
+    if ctx.tls.is_some() {
+        return;
+    }
+    let body =
+        serde_json::json!({"error": {"code": code, "message": message, "details": {}}}).to_string();
+    let response = format!(
+        "HTTP/1.1 {status}\r\nRetry-After: 5\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.write_all(response.as_bytes());
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
@@ -239,6 +265,19 @@ pub(crate) fn accept_loop(
             loop {
                 match listener.accept() {
                     Ok((tcp, peer)) => {
+                        if ctx.connections_from(peer.ip()) >= ctx.config.max_connections_per_ip {
+                            log::debug!(
+                                "refusing {peer}: MaxConnectionsPerIp ({}) open or handshaking",
+                                ctx.config.max_connections_per_ip
+                            );
+                            let why = format!(
+                                "MaxConnectionsPerIp ({}) reached for {}: connections still in their handshake count too",
+                                ctx.config.max_connections_per_ip,
+                                peer.ip()
+                            );
+                            refuse_early(&ctx, &tcp, "429 Too Many Requests", "rate_limited", &why);
+                            continue;
+                        }
                         if ctx.live_connections() >= max_threads {
                             log::warn!(
                                 "refusing {peer}: {max_threads} connections already open or handshaking"

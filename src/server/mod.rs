@@ -28,7 +28,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-pub use auth::{ApiKey, Identity, Role, Secret};
+pub use auth::{ApiKey, AuthMethod, Identity, Role, Secret};
 pub use dispatch::{HandlerResult, Request};
 pub use events::{Event, Priority, Publisher};
 pub use jwt::JwtConfig;
@@ -59,6 +59,12 @@ impl Server {
     /// be created.
     pub fn start(config: Config) -> Result<ServerHandle, Error> {
         config.validate()?;
+        for name in config.short_keys() {
+            log::warn!(
+                "API key {name:?} is shorter than {} characters: easy to guess; use a longer one",
+                crate::config::SHORT_KEY_CHARS
+            );
+        }
         if config.echo_mode {
             log::warn!(
                 "EchoMode is on: messages are echoed back, not processed as commands (for protocol test suites only)"
@@ -151,12 +157,7 @@ impl ServerHandle {
     where
         F: Fn(&Request) -> HandlerResult + Send + Sync + 'static,
     {
-        let valid = !channel.is_empty()
-            && channel.len() <= crate::message::MAX_NAME_LEN
-            && channel.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-            });
-        if !valid || channel == "system" {
+        if !crate::message::is_valid_name(channel) || crate::message::is_reserved_channel(channel) {
             return Err(Error::InvalidArgument(format!(
                 "cannot register channel {channel:?}: reserved or not [a-z0-9_.-]{{1,64}}"
             )));

@@ -55,7 +55,7 @@ impl Services {
                 .iter()
                 .map(|v| {
                     v.as_str()
-                        .filter(|s| is_valid_name(s) && *s != "system")
+                        .filter(|s| is_valid_name(s) && !crate::message::is_reserved_channel(s))
                         .map(str::to_string)
                 })
                 .collect::<Option<Vec<_>>>()

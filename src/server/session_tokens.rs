@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::server::auth::{Identity, Role};
+use crate::server::auth::{AuthMethod, Identity, Role};
 
 /// The `kid` and `iss` of tokens this server issues, so they are told apart from IdP tokens.
 const ISSUER: &str = "hydrogen-ws";
@@ -133,7 +133,11 @@ impl SessionTokens {
         let c = data.claims;
         let role = Role::from_name(&c.role).ok_or("session token with an unknown role")?;
         Ok(SessionClaims {
-            identity: Identity { name: c.sub, role },
+            identity: Identity {
+                name: c.sub,
+                role,
+                method: AuthMethod::SessionToken,
+            },
             session_id: c.sid,
         })
     }

@@ -3,16 +3,57 @@
 //! `id \n timestamp \n channel \n action \n compact JSON of data` is required for
 //! SensitiveActions, with a timestamp within 30 s of the server clock.
 
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::Mutex;
 use ring::hmac;
 
 use crate::message::{Command, ErrorCode, WireError};
-use crate::server::auth::{Credential, Identity};
+use crate::server::auth::{AuthMethod, Credential, Identity};
 use crate::server::context::ServerContext;
 
 /// How far a signed message's timestamp may be from the server clock.
 pub(crate) const SIGNATURE_WINDOW: Duration = Duration::from_secs(30);
+/// How long a verified signature is remembered: a timestamp up to the window ahead of the
+/// clock stays acceptable for twice the window.
+const REMEMBER_SIGNATURES: Duration = Duration::from_secs(61);
+/// Signatures remembered at most (a map entry is about 64 bytes): past it, signed commands
+/// get `rate_limited` until older ones are forgotten.
+const MAX_REMEMBERED: usize = 65_536;
+
+/// Every signed command verified in the last minute, server-wide: a captured signed
+/// command is refused when it comes again, on the same connection, after a resume, or on a
+/// fresh connection of the same identity. Only commands signed with a configured key get
+/// in, so only key holders can fill it, and it is bounded anyway.
+#[derive(Debug, Default)]
+pub(crate) struct SignedCommands {
+    seen: Mutex<HashMap<Vec<u8>, Instant>>,
+}
+
+impl SignedCommands {
+    /// Records `tag`; an error when it was seen within the last minute or the memory is full.
+    fn first_use(&self, tag: &[u8]) -> Result<(), WireError> {
+        let now = Instant::now();
+        let mut seen = self.seen.lock();
+        if seen.len() >= MAX_REMEMBERED / 2 {
+            seen.retain(|_, forget_at| *forget_at > now);
+        }
+        if seen.get(tag).is_some_and(|forget_at| *forget_at > now) {
+            return Err(refused(
+                "this signed command was already executed: sign each command once, with a fresh id",
+            ));
+        }
+        if seen.len() >= MAX_REMEMBERED {
+            return Err(WireError::new(
+                ErrorCode::RateLimited,
+                "too many signed commands in the last minute; try again shortly",
+            ));
+        }
+        seen.insert(tag.to_vec(), now + REMEMBER_SIGNATURES);
+        Ok(())
+    }
+}
 
 fn refused(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::AuthFailed, message)
@@ -65,6 +106,14 @@ pub(crate) fn check(
     }
     let qualified = format!("{}/{}", cmd.channel, cmd.action);
     let sensitive = ctx.config.sensitive_actions.contains(&qualified);
+    if sensitive && identity.method != AuthMethod::Key {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{qualified} is a sensitive action: it needs a connection authenticated with an API key, which signs it"
+            ),
+        ));
+    }
     let Some(signature) = auth.signature else {
         return if sensitive {
             Err(refused(format!(
@@ -88,7 +137,11 @@ pub(crate) fn check(
             skew.as_secs()
         )));
     }
-    let Some(secret) = ctx.auth.key_secret(&identity.name) else {
+    let secret = match identity.method {
+        AuthMethod::Key => ctx.auth.key_secret(&identity.name),
+        _ => None,
+    };
+    let Some(secret) = secret else {
         return Err(WireError::new(
             ErrorCode::Forbidden,
             "only connections authenticated with an API key can sign messages",
@@ -99,5 +152,6 @@ pub(crate) fn check(
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     let payload = signing_payload(&cmd.id, timestamp, &cmd.channel, &cmd.action, &cmd.data);
     hmac::verify(&key, payload.as_bytes(), &expected)
-        .map_err(|_| refused("auth.signature does not verify"))
+        .map_err(|_| refused("auth.signature does not verify"))?;
+    ctx.signed.first_use(&expected)
 }

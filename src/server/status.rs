@@ -186,6 +186,10 @@ pub(crate) fn info_object(ctx: &ServerContext) -> Value {
             "OutboundQueueLimit": c.outbound_queue_limit,
             "ThreadPoolSize": c.thread_pool_size,
             "HandlerTimeoutMs": c.handler_timeout.as_millis() as u64,
+            "MessagesPerSecond": c.rate_limit.messages_per_second,
+            "Burst": c.rate_limit.burst,
+            "MaxChannelsPerSession": c.max_channels_per_session,
+            "MaxSessionsPerIdentity": c.max_sessions_per_identity,
         },
         "delivery": {
             "AckTimeoutMs": c.delivery.ack_timeout.as_millis() as u64,

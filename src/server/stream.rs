@@ -16,12 +16,22 @@ pub(crate) struct ClientStream {
     pub(super) tls: Option<Box<rustls::ServerConnection>>,
     pub(super) replay: Vec<u8>,
     pub(super) replay_pos: usize,
+    /// The last write met a full socket (`WouldBlock`): output is waiting in tungstenite.
+    pub(super) last_write_blocked: bool,
 }
 
 impl ClientStream {
     /// The socket's descriptor, for `poll(2)`.
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         self.tcp.as_raw_fd()
+    }
+
+    /// Whether output is waiting for the socket: the last write would have blocked, or
+    /// rustls holds records the socket did not take. Tungstenite queues pongs and close
+    /// replies while it reads, so the connection asks this after every frame it reads and
+    /// stops reading until the client takes its output (backpressure).
+    pub(crate) fn output_pending(&self) -> bool {
+        self.last_write_blocked || self.tls.as_ref().is_some_and(|c| c.wants_write())
     }
 }
 
@@ -46,15 +56,24 @@ impl Read for ClientStream {
 
 impl Write for ClientStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.tls {
+        let written = match &mut self.tls {
             Some(conn) => tls_io::write(conn, &self.tcp, buf),
             None => (&*self.tcp).write(buf),
-        }
+        };
+        self.last_write_blocked =
+            matches!(&written, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        written
     }
+    /// Tungstenite flushes the stream only once its own buffer is written out, so success
+    /// here means nothing is waiting any more.
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.tls {
+        let flushed = match &mut self.tls {
             Some(conn) => tls_io::write_pending(conn, &self.tcp),
             None => (&*self.tcp).flush(),
+        };
+        if flushed.is_ok() {
+            self.last_write_blocked = false;
         }
+        flushed
     }
 }

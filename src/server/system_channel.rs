@@ -66,7 +66,10 @@ pub(crate) fn handle(
             Ok(json!({"count": threads.len(), "threads": threads}))
         }
         "disconnect" => disconnect(ctx, caller, identity, cmd),
-        "subscribe" => ctx.events.subscribe(session, &cmd.data),
+        "subscribe" => {
+            ctx.events
+                .subscribe(session, &cmd.data, ctx.config.max_channels_per_session)
+        }
         "unsubscribe" => ctx.events.unsubscribe(session, &cmd.data),
         "publish" => publish(ctx, &cmd.data),
         "register" => ctx.services.register(ctx, caller, &cmd.data),

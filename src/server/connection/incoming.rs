@@ -69,7 +69,11 @@ impl Connection {
 
     pub(super) fn on_command(&mut self, cmd: Command) {
         let to = ReplyTo::from(&cmd);
-        if self.recent_ids.seen_before(&cmd.id) {
+        let seen_before = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.recent_ids.lock().seen_before(&cmd.id));
+        if seen_before {
             let err = WireError::new(
                 ErrorCode::DuplicateId,
                 format!("command id {:?} was already used in this session", cmd.id),
@@ -100,10 +104,11 @@ impl Connection {
             Ok(())
         };
         if let Err(err) = checked {
-            if err.code == ErrorCode::AuthFailed {
-                self.ctx.limits.violation(self.shared.peer.ip());
+            self.send(message::response_error(&to, &err));
+            if err.code == ErrorCode::AuthFailed && self.violation() {
+                self.start_close(1008, "too many failed message checks");
             }
-            return self.send(message::response_error(&to, &err));
+            return;
         }
         if cmd.channel == "system" {
             if cmd.action == "auth" {
@@ -233,9 +238,7 @@ impl Connection {
                 // Events queued for the discarded session are not this client's any more.
                 self.ack_timers.clear();
                 self.send(message::response_ok(&to, &resumed.response));
-                for (seq, body) in resumed.replay {
-                    self.send_event(seq, &body, true);
-                }
+                self.replay = resumed.replay.into();
             }
         }
     }
@@ -253,9 +256,22 @@ impl Connection {
             ),
         );
         self.send(message::bare_error(&err));
-        if self.ctx.limits.violation(self.shared.peer.ip()) {
+        if self.violation() {
             self.start_close(1008, "rate limit exceeded");
         }
+    }
+
+    /// Counts a violation (over the rate, a bad signature or token on a message). Before
+    /// authentication it counts against the address, which gets blocked after
+    /// ViolationsBeforeBlock; once authenticated, against this connection only, so one
+    /// client cannot lock out every other user of its address. True when the limit is
+    /// reached.
+    pub(super) fn violation(&mut self) -> bool {
+        if self.identity.is_none() {
+            return self.ctx.limits.violation(self.shared.peer.ip());
+        }
+        self.violations += 1;
+        self.violations >= self.ctx.limits.config().violations_before_block
     }
 
     /// `auth_failed` (as a response when the id is known) and close 1008.

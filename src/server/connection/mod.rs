@@ -3,8 +3,7 @@
 //! (heartbeat, pong, idle, authentication, handler deadlines, close handshake). It reads until
 //! `WouldBlock`, writes what other threads queued, and never holds a lock across I/O.
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -33,8 +32,6 @@ mod timers;
 
 /// Commands one client may have waiting for a handler at once; more get `rate_limited`.
 const MAX_IN_FLIGHT: usize = 64;
-/// Command ids remembered per connection for the replay guard (SPEC §6).
-const RECENT_IDS: usize = 1024;
 
 /// Registers a freshly accepted socket, with the wake descriptor other threads will use to
 /// wake its thread, and starts its `hws-conn-<id>` thread. On failure (no thread could be
@@ -61,7 +58,11 @@ pub(crate) fn spawn(
         waker,
     ));
     ctx.metrics.states[ConnState::Connecting as usize].fetch_add(1, Ordering::Relaxed);
-    ctx.connections.lock().by_id.insert(id, shared.clone());
+    {
+        let mut registry = ctx.connections.lock();
+        registry.by_id.insert(id, shared.clone());
+        *registry.per_ip.entry(peer.ip()).or_insert(0) += 1;
+    }
     let (thread_ctx, thread_shared) = (ctx.clone(), shared.clone());
     let spawned = ThreadRegistry::spawn(
         ctx,
@@ -111,7 +112,8 @@ fn run(
             let mut conn = Connection::new(ctx.clone(), shared.clone(), *ws, rx, identity);
             let end = conn.serve();
             if let Some(session) = &conn.session {
-                ctx.events.detach(session, shared.id);
+                ctx.events
+                    .detach(session, shared.id, ctx.config.max_sessions_per_identity);
             }
             ctx.services.service_gone(shared.id);
             if counted {
@@ -126,7 +128,17 @@ fn run(
 
 fn unregister(ctx: &ServerContext, shared: &ConnectionShared, end: ConnState) {
     shared.set_state(end, &ctx.metrics);
-    ctx.connections.lock().by_id.remove(&shared.id);
+    let mut registry = ctx.connections.lock();
+    if registry.by_id.remove(&shared.id).is_some() {
+        let ip = shared.peer.ip();
+        if let Some(n) = registry.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                registry.per_ip.remove(&ip);
+            }
+        }
+    }
+    drop(registry);
     log::debug!(
         "conn {} {}: gone ({})",
         shared.id,
@@ -145,30 +157,6 @@ enum Flow {
 struct InFlight {
     to: ReplyTo,
     deadline: Instant,
-}
-
-/// The last [`RECENT_IDS`] command ids, kept as keyed hashes (16 bytes each at most).
-struct RecentIds {
-    order: VecDeque<u64>,
-    set: HashSet<u64>,
-    hasher: RandomState,
-}
-
-impl RecentIds {
-    /// Records `id`; true if it was already among the recent ones.
-    fn seen_before(&mut self, id: &str) -> bool {
-        let h = self.hasher.hash_one(id);
-        if !self.set.insert(h) {
-            return true;
-        }
-        self.order.push_back(h);
-        if self.order.len() > RECENT_IDS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        false
-    }
 }
 
 struct Connection {
@@ -199,7 +187,6 @@ struct Connection {
     fail_after_flush: bool,
     rejected: bool,
     in_flight: Vec<InFlight>,
-    recent_ids: RecentIds,
     ready: Vec<Readiness>,
     /// The session, once authenticated: subscriptions, seq, replay, unacked events.
     session: Option<Arc<Session>>,
@@ -207,8 +194,13 @@ struct Connection {
     ack_timers: VecDeque<(Instant, u64)>,
     /// Events taken off the queue, written highest priority first.
     batch: Vec<(u64, Arc<EventBody>)>,
+    /// Events a resume replays, written (with `redelivered`) before anything else queued,
+    /// as fast as the client takes them.
+    replay: VecDeque<(u64, Arc<EventBody>)>,
     /// This connection's message allowance (RateLimit).
     bucket: TokenBucket,
+    /// Violations of this authenticated connection (see `violation`).
+    violations: u32,
 }
 
 impl Connection {
@@ -264,28 +256,26 @@ impl Connection {
             fail_after_flush: false,
             rejected: false,
             in_flight: Vec::new(),
-            recent_ids: RecentIds {
-                order: VecDeque::new(),
-                set: HashSet::new(),
-                hasher: RandomState::new(),
-            },
             ready: Vec::with_capacity(2),
             session: None,
             ack_timers: VecDeque::new(),
             batch: Vec::new(),
+            replay: VecDeque::new(),
             bucket: TokenBucket::new(&ctx_rate),
+            violations: 0,
         }
     }
 
     /// Starts the session of a freshly authenticated client; returns its id.
     fn start_session(&mut self, identity: &Identity) -> String {
         if let Some(old) = self.session.take() {
-            self.ctx.events.detach(&old, self.shared.id);
+            self.ctx.events.discard(&old);
         }
-        let session = self
-            .ctx
-            .events
-            .create_session(identity.clone(), &self.shared);
+        let session = self.ctx.events.create_session(
+            identity.clone(),
+            &self.shared,
+            self.ctx.config.max_sessions_per_identity,
+        );
         let id = session.id.clone();
         self.session = Some(session);
         id
@@ -350,64 +340,15 @@ impl Connection {
                         self.shared
                             .set_state(ConnState::Connected, &self.ctx.metrics);
                     }
-                    match msg {
-                        Message::Text(_) | Message::Binary(_) if !self.bucket.take(now) => {
-                            self.last_message = now;
-                            self.rate_limited();
-                        }
-                        Message::Text(text) => {
-                            self.last_message = now;
-                            self.shared
-                                .last_activity_ms
-                                .store(self.ctx.uptime_ms(), Ordering::Relaxed);
-                            Metrics::add(&self.ctx.metrics.messages_in, 1);
-                            Metrics::add(&self.ctx.metrics.bytes_in, text.len() as u64);
-                            self.ctx
-                                .metrics
-                                .total_requests
-                                .fetch_add(1, Ordering::Relaxed);
-                            if self.close_deadline.is_none() && self.echoes() {
-                                self.send_message(Message::Text(text));
-                            } else if self.close_deadline.is_none() {
-                                // Events queued before this message arrived go out before
-                                // its response: a command is a barrier for the client.
-                                self.drain_outbound();
-                                let outcome =
-                                    catch_unwind(AssertUnwindSafe(|| self.on_text(text.as_str())));
-                                if outcome.is_err() {
-                                    log::error!(
-                                        "conn {} {}: panic while handling a message; closing with 1011",
-                                        self.shared.id,
-                                        self.shared.peer
-                                    );
-                                    self.start_close(1011, "internal error");
-                                }
-                            }
-                        }
-                        Message::Binary(data) if self.echoes() => {
-                            self.last_message = now;
-                            if self.close_deadline.is_none() {
-                                self.send_message(Message::Binary(data));
-                            }
-                        }
-                        Message::Binary(_) => {
-                            self.last_message = now;
-                            let err = WireError::new(
-                                ErrorCode::InvalidMessage,
-                                "binary frames are not accepted: send JSON text frames",
-                            );
-                            self.send(message::bare_error(&err));
-                        }
-                        Message::Ping(_) => self.last_message = now,
-                        Message::Pong(_) | Message::Frame(_) => {}
-                        Message::Close(_) => {
-                            // tungstenite queued the reply; flushing sends it, then the next
-                            // read reports the connection closed.
-                            if self.close_deadline.is_none() {
-                                self.close_deadline = Some(wake::after(self.ctx.config.close_wait));
-                                self.shared.set_state(ConnState::Closing, &self.ctx.metrics);
-                            }
-                        }
+                    self.on_message(msg, now);
+                    if self.ws.get_ref().output_pending() || self.write_blocked {
+                        // Backpressure: the client is not taking what we send (responses,
+                        // pongs); read nothing more until it does.
+                        self.write_blocked = true;
+                        return Flow::Continue;
+                    }
+                    if self.broken {
+                        return Flow::Stop;
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -465,6 +406,80 @@ impl Connection {
                     return Flow::Stop;
                 }
             }
+        }
+    }
+
+    /// One message read from the client. Text, binary and ping frames count against the
+    /// connection's rate; before authentication only a text `system/auth` is accepted.
+    fn on_message(&mut self, msg: Message, now: Instant) {
+        let counted = matches!(
+            msg,
+            Message::Text(_) | Message::Binary(_) | Message::Ping(_)
+        );
+        if counted {
+            self.last_message = now;
+            if !self.bucket.take(now) {
+                return self.rate_limited();
+            }
+        }
+        match msg {
+            Message::Text(text) => self.on_text_frame(text.as_str()),
+            Message::Binary(data) if self.echoes() => {
+                if self.close_deadline.is_none() {
+                    self.send_message(Message::Binary(data));
+                }
+            }
+            Message::Binary(_) if self.identity.is_none() => self.fail_auth(
+                None,
+                "authenticate first: the only message accepted before authentication is a text system/auth command",
+            ),
+            Message::Binary(_) => {
+                let err = WireError::new(
+                    ErrorCode::InvalidMessage,
+                    "binary frames are not accepted: send JSON text frames",
+                );
+                self.send(message::bare_error(&err));
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(_) => {
+                // tungstenite queued the reply; flushing sends it, then the next read
+                // reports the connection closed.
+                if self.close_deadline.is_none() {
+                    self.close_deadline = Some(wake::after(self.ctx.config.close_wait));
+                    self.shared.set_state(ConnState::Closing, &self.ctx.metrics);
+                }
+            }
+        }
+    }
+
+    /// A text message: echoed (EchoMode) or handled as a command, with a handler panic
+    /// closing only this client (1011).
+    fn on_text_frame(&mut self, text: &str) {
+        self.shared
+            .last_activity_ms
+            .store(self.ctx.uptime_ms(), Ordering::Relaxed);
+        Metrics::add(&self.ctx.metrics.messages_in, 1);
+        Metrics::add(&self.ctx.metrics.bytes_in, text.len() as u64);
+        self.ctx
+            .metrics
+            .total_requests
+            .fetch_add(1, Ordering::Relaxed);
+        if self.close_deadline.is_some() {
+            return;
+        }
+        if self.echoes() {
+            return self.send_message(Message::Text(text.into()));
+        }
+        // Events queued before this message arrived go out before its response: a command
+        // is a barrier for the client.
+        self.drain_outbound();
+        if catch_unwind(AssertUnwindSafe(|| self.on_text(text))).is_err() {
+            log::error!(
+                "conn {} {}: panic while handling a message; closing with 1011",
+                self.shared.id,
+                self.shared.peer
+            );
+            self.start_close(1011, "internal error");
         }
     }
 
@@ -544,6 +559,7 @@ impl Connection {
 
     fn send_message(&mut self, msg: Message) {
         let len = msg.len() as u64;
+        self.fit_write_buffer(msg.len());
         match self.ws.write(msg) {
             Ok(()) => {}
             // The frame is in tungstenite's buffer; the socket is full for now.
@@ -569,9 +585,23 @@ impl Connection {
         Metrics::add(&self.ctx.metrics.bytes_out, len);
     }
 
+    /// Raises tungstenite's output cap so that a message of `len` bytes fits beside a batch
+    /// (only the server's own events can be that large: clients' are MaxMessageSize at
+    /// most). With `len` 0, once everything is written, it goes back to the base cap.
+    fn fit_write_buffer(&mut self, len: usize) {
+        let cap = handshake::write_buffer_cap(self.ctx.config.max_message_size, len);
+        let current = self.ws.get_config().max_write_buffer_size;
+        if cap > current || (len == 0 && cap < current) {
+            self.ws.set_config(|c| c.max_write_buffer_size = cap);
+        }
+    }
+
     fn flush(&mut self) {
         match self.ws.flush() {
-            Ok(()) => self.write_blocked = false,
+            Ok(()) => {
+                self.write_blocked = false;
+                self.fit_write_buffer(0);
+            }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.write_blocked = true
             }

@@ -40,8 +40,13 @@ impl Connection {
             self.start_close(code, "too slow: resume the session");
             return;
         }
+        self.write_replay();
         self.write_batch();
-        while !self.write_blocked && self.close_deadline.is_none() && !self.broken {
+        while self.replay.is_empty()
+            && !self.write_blocked
+            && self.close_deadline.is_none()
+            && !self.broken
+        {
             let Ok(msg) = self.rx.try_recv() else { break };
             self.shared.took_one();
             match msg {
@@ -83,10 +88,21 @@ impl Connection {
 
     /// Queued or batched output, a pending status, or an urgent close.
     pub(super) fn has_output_waiting(&self) -> bool {
-        !self.rx.is_empty()
+        !self.replay.is_empty()
+            || !self.rx.is_empty()
             || !self.batch.is_empty()
             || self.shared.has_status()
             || self.shared.urgent_close().is_some()
+    }
+
+    /// Writes what a resume replays, oldest first, until the socket stops accepting.
+    fn write_replay(&mut self) {
+        while !self.write_blocked && !self.broken && self.close_deadline.is_none() {
+            let Some((seq, body)) = self.replay.pop_front() else {
+                return;
+            };
+            self.send_event(seq, &body, true);
+        }
     }
 
     /// Writes batched events, highest priority first (stable: publish order within a

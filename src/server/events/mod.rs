@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::message::{ErrorCode, WireError, is_valid_name, timestamp_now};
+use crate::message::{ErrorCode, WireError, is_reserved_channel, is_valid_name, timestamp_now};
 use crate::server::auth::Identity;
 use crate::server::context::{ConnectionShared, Outbound};
 
@@ -94,12 +94,15 @@ fn new_session_id() -> String {
 }
 
 impl EventBus {
-    /// A new session for `identity`, attached to `conn`.
+    /// A new session for `identity`, attached to `conn`. When the identity already holds
+    /// `max_per_identity` sessions, its oldest detached ones are expired first.
     pub(crate) fn create_session(
         &self,
         identity: Identity,
         conn: &Arc<ConnectionShared>,
+        max_per_identity: usize,
     ) -> Arc<Session> {
+        self.expire_beyond(&identity, max_per_identity.saturating_sub(1));
         let state = SessionState {
             next_seq: 1,
             attached: Some(conn.clone()),
@@ -109,6 +112,7 @@ impl EventBus {
             id: new_session_id(),
             identity,
             state: Mutex::new(state),
+            recent_ids: Mutex::default(),
         });
         self.sessions
             .lock()
@@ -116,12 +120,52 @@ impl EventBus {
         session
     }
 
-    /// The connection ended: the session waits SessionResumeSeconds for a resume.
-    pub(crate) fn detach(&self, session: &Session, conn_id: u64) {
-        let mut st = session.state.lock();
-        if st.attached.as_ref().is_some_and(|c| c.id == conn_id) {
-            st.attached = None;
-            st.detached_at = Some(Instant::now());
+    /// The connection ended: the session waits SessionResumeSeconds for a resume (or less,
+    /// when its identity holds more than `max_per_identity` sessions).
+    pub(crate) fn detach(&self, session: &Session, conn_id: u64, max_per_identity: usize) {
+        {
+            let mut st = session.state.lock();
+            if st.attached.as_ref().is_some_and(|c| c.id == conn_id) {
+                st.attached = None;
+                st.detached_at = Some(Instant::now());
+            }
+        }
+        self.expire_beyond(&session.identity, max_per_identity);
+    }
+
+    /// The connection replaced its session (re-authentication): the old one is gone at
+    /// once, so that one connection holds one session.
+    pub(crate) fn discard(&self, session: &Arc<Session>) {
+        self.drop_session(session);
+    }
+
+    /// Expires `identity`'s oldest detached sessions until it holds at most `keep`.
+    fn expire_beyond(&self, identity: &Identity, keep: usize) {
+        let mut detached: Vec<(Instant, Arc<Session>)> = Vec::new();
+        let mut total = 0;
+        for s in self.sessions.lock().values() {
+            if s.identity != *identity {
+                continue;
+            }
+            total += 1;
+            if let Some(t) = s.state.lock().detached_at {
+                detached.push((t, s.clone()));
+            }
+        }
+        if total <= keep {
+            return;
+        }
+        detached.sort_by_key(|(t, _)| *t);
+        for (_, s) in detached.into_iter().take(total - keep) {
+            if s.state.lock().attached.is_some() {
+                continue; // resumed meanwhile
+            }
+            log::debug!(
+                "session {} ({}) expired early: over MaxSessionsPerIdentity",
+                s.id,
+                s.identity.name
+            );
+            self.drop_session(&s);
         }
     }
 
@@ -132,6 +176,16 @@ impl EventBus {
                 ErrorCode::InvalidMessage,
                 "event channel and action must match [a-z0-9_.-]{1,64}",
             ));
+        }
+        if is_reserved_channel(&event.channel) {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "channel {:?} is reserved for the server: publish on your own channels",
+                    event.channel
+                ),
+            )
+            .with_details(json!({"channel": event.channel})));
         }
         let n = self.next_event.fetch_add(1, Ordering::Relaxed) + 1;
         let reliable = event.reliable || config.delivery.reliable_channels.contains(&event.channel);

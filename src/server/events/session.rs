@@ -1,7 +1,8 @@
 //! A client's session: its subscriptions, its seq counter, the replay ring and the outbox of
 //! unacknowledged reliable events, and the connection it is attached to (if any).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,11 +55,43 @@ impl SessionState {
     }
 }
 
+/// Command ids remembered per session for the replay guard (SPEC §6).
+const RECENT_IDS: usize = 1024;
+
+/// The last [`RECENT_IDS`] command ids of a session, kept as keyed hashes (16 bytes each at
+/// most). It belongs to the session, so a command replayed after `system/resume` is still
+/// a duplicate.
+#[derive(Default)]
+pub(crate) struct RecentIds {
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
+    hasher: RandomState,
+}
+
+impl RecentIds {
+    /// Records `id`; true if it was already among the recent ones.
+    pub(crate) fn seen_before(&mut self, id: &str) -> bool {
+        let h = self.hasher.hash_one(id);
+        if !self.set.insert(h) {
+            return true;
+        }
+        self.order.push_back(h);
+        if self.order.len() > RECENT_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        false
+    }
+}
+
 /// A client's session: its subscriptions and what it has not received or acknowledged yet.
 pub(crate) struct Session {
     pub id: String,
     pub identity: Identity,
     pub(super) state: Mutex<SessionState>,
+    /// The duplicate-id guard (only the connection attached to the session uses it).
+    pub(crate) recent_ids: Mutex<RecentIds>,
 }
 
 impl Session {

@@ -6,18 +6,23 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{EventBus, Session};
+use super::{EventBus, Session, SessionState};
+use crate::config::MAX_ACTIONS_PER_CHANNEL;
 use crate::message::{ErrorCode, WireError, is_valid_name};
 
 impl EventBus {
     /// Adds channels (with an optional action filter); returns the full subscription set.
+    /// A request that would take the session past `max_channels` channels (or a filter past
+    /// [`MAX_ACTIONS_PER_CHANNEL`] actions) changes nothing and gets `invalid_message`.
     pub(crate) fn subscribe(
         &self,
         session: &Arc<Session>,
         data: &Value,
+        max_channels: usize,
     ) -> Result<Value, WireError> {
         let (channels, actions) = parse_subscription(data)?;
         let mut st = session.state.lock();
+        check_limits(&st, &channels, actions.as_ref(), max_channels)?;
         let mut index = self.by_channel.write();
         for c in channels {
             let entry = st
@@ -63,6 +68,47 @@ impl EventBus {
         }
         Ok(st.subscription_set())
     }
+}
+
+/// Whether adding `channels` (with `actions`) keeps the session within its limits.
+fn check_limits(
+    st: &SessionState,
+    channels: &[String],
+    actions: Option<&BTreeSet<String>>,
+    max_channels: usize,
+) -> Result<(), WireError> {
+    let new: BTreeSet<&String> = channels
+        .iter()
+        .filter(|c| !st.subscriptions.contains_key(*c))
+        .collect();
+    if st.subscriptions.len() + new.len() > max_channels {
+        return Err(WireError::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "at most {max_channels} channels per session (MaxChannelsPerSession); this one has {} and asked for {} more",
+                st.subscriptions.len(),
+                new.len()
+            ),
+        )
+        .with_details(json!({"field": "channels", "limit": max_channels})));
+    }
+    let Some(actions) = actions else {
+        return Ok(());
+    };
+    for c in channels {
+        let existing = match st.subscriptions.get(c) {
+            Some(Some(a)) => a.union(actions).count(),
+            _ => actions.len(),
+        };
+        if existing > MAX_ACTIONS_PER_CHANNEL {
+            return Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                format!("at most {MAX_ACTIONS_PER_CHANNEL} actions per channel in a filter"),
+            )
+            .with_details(json!({"field": "actions", "limit": MAX_ACTIONS_PER_CHANNEL})));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn remove_from_index(
