@@ -354,3 +354,50 @@ mod base64_free {
         out
     }
 }
+
+/// Issue #11 §1.3: with Issuer and Audience configured, a token that leaves `iss` or `aud`
+/// out is refused (not only one that names the wrong ones), and so is a token without
+/// `sub`, which would otherwise share one identity with every other such token.
+#[test]
+fn tokens_missing_required_claims_are_refused() {
+    let (private, public) = keypair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let path = temp_file("ec.pem", public.as_bytes());
+    let server = jwt_server(|j| j.public_key_path = Some(path));
+    let without = |claim: &str| {
+        let mut c = claims(json!({}));
+        c.as_object_mut().unwrap().remove(claim);
+        sign(Algorithm::ES256, None, &private, &c)
+    };
+    for (claim, says) in [("iss", "iss"), ("aud", "aud"), ("sub", "sub")] {
+        let (status, _, body) = raw_http(server.bound_addr(), &bearer(&without(claim)));
+        assert_eq!(status, 401, "without {claim}: {body}");
+        assert_eq!(body["error"]["code"], "auth_failed");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "without {claim}: {message}");
+    }
+    let empty_sub = sign(
+        Algorithm::ES256,
+        None,
+        &private,
+        &claims(json!({"sub": ""})),
+    );
+    assert_eq!(raw_http(server.bound_addr(), &bearer(&empty_sub)).0, 401);
+    // Late authentication applies the same rules.
+    let mut late = connect(server.bound_addr(), None);
+    let r = request(
+        &mut late,
+        "a",
+        "system",
+        "auth",
+        json!({"token": without("aud")}),
+    );
+    assert_eq!(r["error"]["code"], "auth_failed", "{r}");
+    // The complete token still works.
+    assert_eq!(
+        role_with(
+            &server,
+            &sign(Algorithm::ES256, None, &private, &claims(json!({})))
+        ),
+        "operator"
+    );
+}

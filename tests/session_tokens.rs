@@ -126,3 +126,54 @@ fn unusable_key_is_a_config_error() {
         "{e}"
     );
 }
+
+/// Issue #11 §1.5: a connection that authenticated with a session token (which whoever
+/// captured it can present) never reaches a sensitive action, signed or not, though the
+/// same identity with its API key does.
+#[test]
+fn a_session_token_connection_gets_forbidden_for_sensitive_actions() {
+    let server = token_server(Duration::from_secs(600));
+    let (_keyed, welcome) = connect_with_welcome(server.bound_addr(), Some(ADMIN_KEY));
+    let token = welcome["session_token"].as_str().unwrap().to_string();
+    let mut by_token = connect_bearer(server.bound_addr(), &token).expect("token accepted");
+    let _welcome = recv_json(&mut by_token);
+    let target = json!({"connection_id": 999_999});
+    let r = request(&mut by_token, "u", "system", "disconnect", target.clone());
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    send(
+        &mut by_token,
+        &signed_command(
+            "s",
+            "system",
+            "disconnect",
+            target.clone(),
+            ADMIN_KEY,
+            &timestamp_now(),
+        ),
+    );
+    let r = recv_json(&mut by_token);
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    // Non-sensitive admin actions still work on the token's connection.
+    assert_eq!(
+        request(&mut by_token, "t", "system", "threads", json!({}))["status"],
+        "ok"
+    );
+    // The key's own connection signs and runs it (the target does not exist).
+    let mut keyed = connect(server.bound_addr(), Some(ADMIN_KEY));
+    send(
+        &mut keyed,
+        &signed_command(
+            "k",
+            "system",
+            "disconnect",
+            target,
+            ADMIN_KEY,
+            &timestamp_now(),
+        ),
+    );
+    let r = recv_json(&mut keyed);
+    assert_eq!(
+        r["error"]["code"], "invalid_message",
+        "ran, found no such connection: {r}"
+    );
+}

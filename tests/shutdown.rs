@@ -210,3 +210,50 @@ fn cleanup_frees_every_session() {
     assert_eq!(events["sessions"], 0, "{events}");
     assert_eq!(events["replay_buffered_events"], 0, "{events}");
 }
+
+/// Issue #11 §7: a client whose socket is write-blocked (it subscribed and stopped reading)
+/// holds the shutdown no longer than CloseWaitMs: the half for flushing and the half for the
+/// close handshake are one budget, not a flush half and then a whole CloseWaitMs more
+/// (which used to spill into phase 3, 1.5 x CloseWaitMs in all).
+#[test]
+fn a_write_blocked_client_holds_the_close_phase_no_longer_than_close_wait() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let close_wait = Duration::from_millis(2000);
+    let server = start_with(|c| {
+        c.close_wait = close_wait;
+        c.outbound_queue_limit = 100_000;
+    });
+    let mut stalled = connect(server.bound_addr(), Some(VIEWER_KEY));
+    let r = request(
+        &mut stalled,
+        "s",
+        "system",
+        "subscribe",
+        json!({"channels": ["bulk"]}),
+    );
+    assert_eq!(r["status"], "ok");
+    // Never read again: megabytes of events fill both socket buffers and the server's queue.
+    let blob = "z".repeat(60_000);
+    for i in 0..200 {
+        server
+            .publisher()
+            .publish("bulk", "blob", json!({"i": i, "b": blob}))
+            .unwrap();
+    }
+    wait_for("the stalled client's queue to back up", || {
+        server.status()["events"]["events_delivered"]
+            .as_u64()
+            .unwrap()
+            < 200
+            && server.status()["events"]["events_queued"].as_u64().unwrap() == 200
+    });
+    let report = server.shutdown();
+    assert!(
+        report.total_ms < close_wait.as_millis() as f64 + 600.0,
+        "the shutdown took {} ms for CloseWaitMs {close_wait:?} ({:?})",
+        report.total_ms,
+        report.phase_ms
+    );
+    assert!(report.stuck_threads.is_empty());
+    drop(stalled);
+}

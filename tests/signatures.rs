@@ -177,3 +177,58 @@ fn auth_token_must_belong_to_the_same_identity() {
     send(&mut ws, &malformed.to_string());
     assert_eq!(recv_json(&mut ws)["error"]["details"]["field"], "auth");
 }
+
+/// The response to `text` (a command with id `id`) on `ws`, events skipped.
+fn answer(ws: &mut Client, id: &str, text: &str) -> serde_json::Value {
+    send(ws, text);
+    loop {
+        let v = recv_json(ws);
+        if v["type"] == "response" && v["id"] == id {
+            return v;
+        }
+    }
+}
+
+/// Issue #11 §1.5: a captured signed command runs once. Sent again on the same connection,
+/// after `system/resume` on another connection, or on a fresh connection of the same
+/// identity, within the 30 s window, it is refused and does not run.
+#[test]
+fn a_signed_command_runs_once_whatever_connection_replays_it() {
+    let server = start_with(|c| c.sensitive_actions = vec!["system/ping".into()]);
+    let (mut first, welcome) = connect_with_welcome(server.bound_addr(), Some(ADMIN_KEY));
+    let signed = signed_command("once", "system", "ping", json!({}), ADMIN_KEY, &at(0));
+    assert_eq!(answer(&mut first, "once", &signed)["status"], "ok");
+    let refused = |r: &serde_json::Value| {
+        assert_eq!(r["status"], "error", "the replay ran: {r}");
+        let code = r["error"]["code"].as_str().unwrap().to_string();
+        assert!(code == "duplicate_id" || code == "auth_failed", "{r}");
+    };
+    refused(&answer(&mut first, "once", &signed));
+    // The session moves to another connection: its guard moves with it.
+    drop(first);
+    let mut second = connect(server.bound_addr(), Some(ADMIN_KEY));
+    let resumed = request(
+        &mut second,
+        "r",
+        "system",
+        "resume",
+        json!({"session_id": welcome["session_id"], "last_seq": 0}),
+    );
+    assert_eq!(resumed["status"], "ok", "{resumed}");
+    let r = answer(&mut second, "once", &signed);
+    assert_eq!(r["error"]["code"], "duplicate_id", "{r}");
+    // A fresh connection and session of the same identity: the signature was used.
+    let mut fresh = connect(server.bound_addr(), Some(ADMIN_KEY));
+    let r = answer(&mut fresh, "once", &signed);
+    assert_eq!(r["error"]["code"], "auth_failed", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already executed"),
+        "{r}"
+    );
+    // A new signature (new id) still runs.
+    let again = signed_command("twice", "system", "ping", json!({}), ADMIN_KEY, &at(0));
+    assert_eq!(answer(&mut fresh, "twice", &again)["status"], "ok");
+}

@@ -264,7 +264,9 @@ impl Dialer {
             tungstenite::Error::Http(response) => {
                 let retry_after = response
                     .headers()
-                    .get("Retry-After")
+                    // The typed name, not "Retry-After": parsing a name from a string runs
+                    // http's HdrName scratch-buffer compare, which memcheck flags.
+                    .get(tungstenite::http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);

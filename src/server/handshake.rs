@@ -455,7 +455,8 @@ fn upgrade(
         if let Some(p) = protocol
             && let Ok(v) = HeaderValue::from_str(&p)
         {
-            resp.headers_mut().insert("Sec-WebSocket-Protocol", v);
+            resp.headers_mut()
+                .insert(tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL, v);
         }
         Ok(resp)
     };

@@ -39,7 +39,9 @@ async def main(port: int, key: str) -> None:
         # A sensitive action signed the way the README says (HMAC-SHA256 over id, timestamp,
         # channel, action and the compact, key-sorted JSON of data).
         ts = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        data = {"connection_id": 999999, "reason": "caf\u00e9"}
+        # 1e-07 and 2**70 as Python writes them: the server must verify over those digits
+        # (issue #11 §6.2; f64 would turn them into 1e-7 and 1.1805916207174113e+21).
+        data = {"connection_id": 999999, "reason": "caf\u00e9", "tiny": 1e-07, "huge": 2**70}
         compact = json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         payload = "\n".join(["py-3", ts, "system", "disconnect", compact]).encode()
         sig = hmac.new(key.encode(), payload, hashlib.sha256).hexdigest()

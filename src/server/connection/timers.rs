@@ -41,6 +41,10 @@ impl Connection {
                 }
                 self.start_close(1001, "server shutting down");
             }
+            // The whole shutdown of this connection stays within CloseWaitMs of noticing
+            // it, whatever ran first: a write-blocked client gets no extra half.
+            let last = deadline + config.close_wait / 2;
+            self.close_deadline = self.close_deadline.map(|d| d.min(last));
         }
         if let Some(d) = self.close_deadline {
             return if now >= d { Flow::Stop } else { Flow::Continue };
