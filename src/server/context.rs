@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
+use tungstenite::WebSocket;
+
 use crate::config::Config;
 use crate::server::auth::{Authenticator, Identity};
 use crate::server::dispatch::Dispatcher;
@@ -23,6 +25,7 @@ use crate::server::service::Services;
 use crate::server::session_tokens::SessionTokens;
 use crate::server::signature::SignedCommands;
 use crate::server::status::ProcessSampler;
+use crate::server::stream::ClientStream;
 use crate::server::threads::ThreadRegistry;
 use crate::wake::Waker;
 
@@ -116,6 +119,22 @@ pub(crate) struct ConnectionShared {
     status_slot: Mutex<Option<Arc<str>>>,
     /// A close that must not wait behind the queue (slow client): code, or 0.
     urgent_close: std::sync::atomic::AtomicU16,
+    /// The connection's WebSocket, once upgraded: the connection's write lock. The
+    /// connection thread takes it for each read and write (never across a wait); a
+    /// publisher takes it to write an event straight to an idle subscriber
+    /// (`connection::direct`).
+    pub(crate) ws: Mutex<Option<WebSocket<ClientStream>>>,
+    /// Set by the connection thread while it sleeps with nothing waiting to be written (no
+    /// queue, no batch, no replay, no close, socket writable): events may then be written
+    /// straight to the socket, in order, without waking the thread.
+    pub(crate) idle_writable: AtomicBool,
+    /// This connection wrote events to other connections without flushing them (it is a
+    /// service publishing several events in one read round): they are flushed together at
+    /// the end of the round, one `send(2)` per subscriber for the lot.
+    pub(crate) corked: Mutex<Vec<Arc<ConnectionShared>>>,
+    /// Events were written to this connection's buffer by a corked publisher and not yet
+    /// flushed (it is in that publisher's `corked` list).
+    pub(crate) awaiting_flush: AtomicBool,
 }
 
 /// The client's queue is over OutboundQueueLimit.
@@ -143,6 +162,10 @@ impl ConnectionShared {
             tid: AtomicU64::new(0),
             status_slot: Mutex::new(None),
             urgent_close: std::sync::atomic::AtomicU16::new(0),
+            ws: Mutex::new(None),
+            idle_writable: AtomicBool::new(false),
+            corked: Mutex::new(Vec::new()),
+            awaiting_flush: AtomicBool::new(false),
         }
     }
 

@@ -71,7 +71,7 @@ pub(crate) fn handle(
                 .subscribe(session, &cmd.data, ctx.config.max_channels_per_session)
         }
         "unsubscribe" => ctx.events.unsubscribe(session, &cmd.data),
-        "publish" => publish(ctx, &cmd.data),
+        "publish" => publish(ctx, caller, &cmd.data),
         "register" => ctx.services.register(ctx, caller, &cmd.data),
         _ => unreachable!("required_role covers every action handled here"),
     }
@@ -114,7 +114,13 @@ fn disconnect(
 }
 
 /// `system/publish {"channel","action","data","reliable"?,"priority"?}` from a service.
-fn publish(ctx: &ServerContext, data: &Value) -> Result<Value, WireError> {
+/// The caller's direct writes are corked: its connection flushes them when its read round
+/// ends (`connection::direct`).
+fn publish(
+    ctx: &ServerContext,
+    caller: &ConnectionShared,
+    data: &Value,
+) -> Result<Value, WireError> {
     let field = |k: &str| data.get(k).and_then(Value::as_str);
     let (Some(channel), Some(action)) = (field("channel"), field("action")) else {
         return Err(WireError::new(
@@ -141,6 +147,9 @@ fn publish(ctx: &ServerContext, data: &Value) -> Result<Value, WireError> {
     if data.get("reliable").and_then(Value::as_bool) == Some(true) {
         event = event.reliable();
     }
-    let delivered_to = ctx.events.publish(&ctx.config, event)?;
+    let mut corked = caller.corked.lock();
+    let delivered_to = ctx
+        .events
+        .publish(&ctx.config, &ctx.metrics, event, Some(&mut corked))?;
     Ok(json!({"delivered_to": delivered_to}))
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
+use parking_lot::{MappedMutexGuard, MutexGuard};
 use serde_json::json;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -26,6 +27,7 @@ use crate::server::limits::TokenBucket;
 use crate::server::threads::{ThreadRegistry, ThreadRole};
 use crate::wake::{self, Interest, Readiness, Waker};
 
+pub(super) mod direct;
 mod incoming;
 mod outgoing;
 mod timers;
@@ -122,6 +124,8 @@ fn run(
             // Unregister first: the socket must stay open while phase 5 may still reach it.
             unregister(&ctx, &shared, end);
             drop(conn);
+            // Sessions may still point at this connection: the socket goes now, with it.
+            drop(shared.ws.lock().take());
         }
     }
 }
@@ -162,7 +166,6 @@ struct InFlight {
 struct Connection {
     ctx: Arc<ServerContext>,
     shared: Arc<ConnectionShared>,
-    ws: WebSocket<ClientStream>,
     rx: Receiver<Outbound>,
     identity: Option<Identity>,
     /// Set while Verifying: late authentication must finish by then.
@@ -201,6 +204,8 @@ struct Connection {
     bucket: TokenBucket,
     /// Violations of this authenticated connection (see `violation`).
     violations: u32,
+    /// Messages read since the corked writes were last flushed.
+    messages_this_round: usize,
 }
 
 impl Connection {
@@ -214,6 +219,7 @@ impl Connection {
         let now = Instant::now();
         let auth_deadline = identity.is_none().then(|| now + ctx.config.auth_timeout);
         let ctx_rate = ctx.config.rate_limit.clone();
+        *shared.ws.lock() = Some(ws);
         *shared.identity.lock() = identity.clone();
         shared.set_state(ConnState::Established, &ctx.metrics);
         shared.set_state(
@@ -241,7 +247,6 @@ impl Connection {
         Connection {
             ctx,
             shared,
-            ws,
             rx,
             identity,
             auth_deadline,
@@ -263,6 +268,7 @@ impl Connection {
             replay: VecDeque::new(),
             bucket: TokenBucket::new(&ctx_rate),
             violations: 0,
+            messages_this_round: 0,
         }
     }
 
@@ -293,6 +299,10 @@ impl Connection {
             self.send(events::unsequenced_event("system", "welcome", &welcome));
         }
         loop {
+            // A publisher's direct write may have left output the socket did not take.
+            if !self.write_blocked && self.ws().get_ref().output_pending() {
+                self.write_blocked = true;
+            }
             if self.write_blocked {
                 // Woken for writability (or anything else): see whether it cleared first.
                 self.flush();
@@ -327,10 +337,27 @@ impl Connection {
         }
     }
 
-    /// Reads every complete frame available without blocking.
+    /// Reads every complete frame available without blocking, then flushes what its
+    /// publishes wrote to other connections.
     fn read_frames(&mut self) -> Flow {
+        let flow = self.read_available_frames();
+        self.flush_corked();
+        flow
+    }
+
+    /// Flushes the events this connection's publishes wrote to subscribers (corked).
+    fn flush_corked(&mut self) {
+        self.messages_this_round = 0;
+        let mut corked = self.shared.corked.lock();
+        if !corked.is_empty() {
+            direct::flush_corked(&mut corked);
+        }
+    }
+
+    fn read_available_frames(&mut self) -> Flow {
         loop {
-            match self.ws.read() {
+            let read = self.ws().read();
+            match read {
                 Ok(msg) => {
                     let now = Instant::now();
                     self.last_frame = now;
@@ -341,7 +368,11 @@ impl Connection {
                             .set_state(ConnState::Connected, &self.ctx.metrics);
                     }
                     self.on_message(msg, now);
-                    if self.ws.get_ref().output_pending() || self.write_blocked {
+                    self.messages_this_round += 1;
+                    if self.messages_this_round >= direct::CORK_EVENTS {
+                        self.flush_corked();
+                    }
+                    if self.ws().get_ref().output_pending() || self.write_blocked {
                         // Backpressure: the client is not taking what we send (responses,
                         // pongs); read nothing more until it does.
                         self.write_blocked = true;
@@ -485,7 +516,7 @@ impl Connection {
 
     /// Sleeps until the socket or the wake descriptor is ready or the next timer is due.
     fn sleep(&mut self) -> Flow {
-        let fd = self.ws.get_ref().raw_fd();
+        let fd = self.ws().get_ref().raw_fd();
         let interests = [
             Interest {
                 fd,
@@ -510,7 +541,11 @@ impl Connection {
         } else {
             2
         };
-        if let Err(e) = wake::wait(&interests[..watched], self.next_deadline(), &mut self.ready) {
+        let idle = self.is_idle_writable();
+        self.shared.idle_writable.store(idle, Ordering::Release);
+        let waited = wake::wait(&interests[..watched], self.next_deadline(), &mut self.ready);
+        self.shared.idle_writable.store(false, Ordering::Release);
+        if let Err(e) = waited {
             log::error!("conn {}: poll failed: {e}", self.shared.id);
             return Flow::Stop;
         }
@@ -522,6 +557,19 @@ impl Connection {
             self.shared.waker.reset();
         }
         Flow::Continue
+    }
+
+    /// Whether publishers may write events straight to the socket while this thread sleeps:
+    /// a session, nothing batched, replayed or queued, no close, the socket writable.
+    fn is_idle_writable(&self) -> bool {
+        self.session.is_some()
+            && !self.write_blocked
+            && !self.broken
+            && self.close_deadline.is_none()
+            && self.shutdown_deadline.is_none()
+            && self.batch.is_empty()
+            && self.replay.is_empty()
+            && self.rx.is_empty()
     }
 
     fn start_close(&mut self, code: u16, reason: &'static str) {
@@ -539,13 +587,22 @@ impl Connection {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        match self.ws.close(Some(frame)) {
+        let closed = self.ws().close(Some(frame));
+        match closed {
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.write_blocked = true
             }
             Err(_) => self.broken = true,
         }
+    }
+
+    /// The connection's WebSocket, under the connection's write lock (see
+    /// [`ConnectionShared::ws`]). Hold the guard for one operation only.
+    fn ws(&self) -> MappedMutexGuard<'_, WebSocket<ClientStream>> {
+        MutexGuard::map(self.shared.ws.lock(), |ws| {
+            ws.as_mut().expect("the WebSocket is set at upgrade")
+        })
     }
 
     /// `EchoMode`: messages go back as they are, once the client is past authentication.
@@ -560,7 +617,8 @@ impl Connection {
     fn send_message(&mut self, msg: Message) {
         let len = msg.len() as u64;
         self.fit_write_buffer(msg.len());
-        match self.ws.write(msg) {
+        let written = self.ws().write(msg);
+        match written {
             Ok(()) => {}
             // The frame is in tungstenite's buffer; the socket is full for now.
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -590,14 +648,16 @@ impl Connection {
     /// most). With `len` 0, once everything is written, it goes back to the base cap.
     fn fit_write_buffer(&mut self, len: usize) {
         let cap = handshake::write_buffer_cap(self.ctx.config.max_message_size, len);
-        let current = self.ws.get_config().max_write_buffer_size;
+        let mut ws = self.ws();
+        let current = ws.get_config().max_write_buffer_size;
         if cap > current || (len == 0 && cap < current) {
-            self.ws.set_config(|c| c.max_write_buffer_size = cap);
+            ws.set_config(|c| c.max_write_buffer_size = cap);
         }
     }
 
     fn flush(&mut self) {
-        match self.ws.flush() {
+        let flushed = self.ws().flush();
+        match flushed {
             Ok(()) => {
                 self.write_blocked = false;
                 self.fit_write_buffer(0);

@@ -128,6 +128,8 @@ impl Publisher {
                 "the server is shutting down",
             ));
         }
-        self.ctx.events.publish(&self.ctx.config, event)
+        self.ctx
+            .events
+            .publish(&self.ctx.config, &self.ctx.metrics, event, None)
     }
 }

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::message::{ErrorCode, WireError, is_reserved_channel, is_valid_name, timestamp_now};
 use crate::server::auth::Identity;
-use crate::server::context::{ConnectionShared, Outbound};
+use crate::server::connection::direct::{self, Direct};
+use crate::server::context::{ConnectionShared, Metrics, Outbound};
 
 mod event;
 mod session;
@@ -170,7 +171,16 @@ impl EventBus {
     }
 
     /// Fans `event` out to every subscriber; returns how many sessions got it.
-    pub(crate) fn publish(&self, config: &Config, event: Event) -> Result<usize, WireError> {
+    /// Idle subscribers get the event written at once (`connection::direct`); the others get
+    /// it queued, and their threads woken. `metrics` counts what is written here. With
+    /// `cork`, direct writes are buffered, not flushed: the caller flushes the list.
+    pub(crate) fn publish(
+        &self,
+        config: &Config,
+        metrics: &Metrics,
+        event: Event,
+        mut cork: Option<&mut Vec<Arc<ConnectionShared>>>,
+    ) -> Result<usize, WireError> {
         if !is_valid_name(&event.channel) || !is_valid_name(&event.action) {
             return Err(WireError::new(
                 ErrorCode::InvalidMessage,
@@ -240,7 +250,11 @@ impl EventBus {
                 );
             }
             if let Some(conn) = st.attached.clone() {
-                if conn
+                if let Direct::Written =
+                    direct::write_event(&conn, seq, &body, metrics, cork.as_deref_mut())
+                {
+                    self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                } else if conn
                     .push(
                         Outbound::Event {
                             seq,
