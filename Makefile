@@ -43,7 +43,9 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# The fan-out rows run the baseline server of examples/fanout_baseline.rs beside ours.
 bench: build
+	$(CARGO) build --release --examples
 	$(CARGO) run --release --example bench
 
 # The long checks of issue #5 (make test runs the fast ones, tests/faults.rs among them).

@@ -15,6 +15,8 @@ use tungstenite::client::IntoClientRequest;
 
 #[path = "bench_parts/client_rows.rs"]
 mod client_rows;
+#[path = "bench_parts/fanout.rs"]
+mod fanout;
 use tungstenite::{Message, WebSocket};
 
 const BIN: &str = "target/release/hydrogen-ws";
@@ -65,12 +67,6 @@ fn unpin_this_thread() {
     set_affinity(&(0..n).collect::<Vec<_>>());
 }
 
-/// Fan-out rows: subscribers per row, events per second, seconds per row.
-const FANOUT_SUBSCRIBERS: [usize; 3] = [10, 100, 1000];
-const FANOUT_RATE: u64 = 1000;
-const FANOUT_SECS: u64 = 3;
-/// Reader threads of the bench for the fan-out subscribers.
-const FANOUT_READERS: usize = 4;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Ws = WebSocket<TcpStream>;
@@ -496,140 +492,32 @@ fn shutdown_ms(clients: usize) -> f64 {
 }
 
 /// Microseconds since the bench started (one clock for publisher and subscribers).
-fn now_us(t0: Instant) -> u64 {
-    t0.elapsed().as_micros() as u64
-}
-
-/// The number after `"n":` in an event's text (cheaper than parsing the whole event).
-fn event_n(text: &str) -> Option<usize> {
-    let at = text.find("\"n\":")? + 4;
-    let digits: String = text[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
-
-struct FanoutRow {
-    delivered_per_s: f64,
-    /// Server CPU (user + system) per delivered event, µs: the cost of a delivery, steadier
-    /// than latency on a shared machine.
-    cpu_us_per_delivery: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    lost: u64,
-}
-
-/// Reads events on `group` until it has `events` each (or a deadline); returns for each
-/// event n the latest receipt time (µs) among the group, and how many it received.
-fn read_fanout(mut group: Vec<Ws>, events: usize, t0: Instant) -> (Vec<u64>, u64) {
-    for s in &group {
-        s.get_ref().set_nonblocking(true).unwrap();
-    }
-    let mut last = vec![0u64; events];
-    let mut received = 0u64;
-    let expected = (group.len() * events) as u64;
-    // A saturated row keeps its backlog; what has not arrived 5 s after the last publish counts
-    // as not delivered.
-    let deadline = Instant::now() + Duration::from_secs(FANOUT_SECS + 5);
-    while received < expected && Instant::now() < deadline {
-        let fds = poll_readable(&group, 50);
-        for (ws, p) in group.iter_mut().zip(&fds) {
-            if p.revents == 0 {
-                continue;
-            }
-            loop {
-                match ws.read() {
-                    Ok(Message::Text(t)) => {
-                        if let Some(n) = event_n(t.as_str()).filter(|n| *n < events) {
-                            last[n] = last[n].max(now_us(t0));
-                            received += 1;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-    (last, received)
-}
-
-/// One publisher (a connection using system/publish, as a controller would) sends
-/// FANOUT_RATE events/s of about 200 bytes to `subscribers` clients for FANOUT_SECS; latency
-/// is publish → receipt at the last subscriber of each event.
-fn fanout(subscribers: usize) -> FanoutRow {
-    let server = ServerProc::start();
-    let events = (FANOUT_RATE * FANOUT_SECS) as usize;
-    let mut subs: Vec<Ws> = (0..subscribers).map(|_| connect(server.addr)).collect();
-    for (i, s) in subs.iter_mut().enumerate() {
-        let text = json!({"type": "command", "id": format!("s{i}"), "channel": "system", "action": "subscribe",
-            "data": {"channels": ["fan"]}})
-        .to_string();
-        s.send(Message::Text(text.into())).unwrap();
-        while !matches!(s.read().unwrap(), Message::Text(_)) {}
-    }
-    let cpu_before = server.cpu_ticks();
-    let t0 = Instant::now();
-    let per = subscribers.div_ceil(FANOUT_READERS);
-    let mut readers = Vec::new();
-    while !subs.is_empty() {
-        let group = subs.split_off(subs.len().saturating_sub(per));
-        readers.push(std::thread::spawn(move || read_fanout(group, events, t0)));
-    }
-    let mut publisher = connect(server.addr);
-    publisher.get_ref().set_nonblocking(true).unwrap();
-    let pad = "p".repeat(120);
-    let mut published_at = vec![0u64; events];
-    for (n, at) in published_at.iter_mut().enumerate() {
-        let due = Duration::from_micros(n as u64 * 1_000_000 / FANOUT_RATE);
-        if let Some(wait) = due.checked_sub(t0.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        *at = now_us(t0);
-        let text = json!({"type": "command", "id": format!("p{n}"), "channel": "system", "action": "publish",
-            "data": {"channel": "fan", "action": "tick", "data": {"n": n, "pad": pad}}})
-        .to_string();
-        let mut sent = publisher.send(Message::Text(text.into()));
-        while let Err(tungstenite::Error::Io(e)) = &sent {
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                break;
-            }
-            sent = publisher.flush();
-        }
-        while publisher.read().is_ok() {} // drain the publish responses
-    }
-    let mut last = vec![0u64; events];
-    let mut received = 0;
-    for r in readers {
-        let (l, n) = r.join().unwrap();
-        received += n;
-        for (a, b) in last.iter_mut().zip(l) {
-            *a = (*a).max(b);
-        }
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let server_cpu_s = (server.cpu_ticks() - cpu_before) as f64 / 100.0;
-    server.stop();
-    let mut lat: Vec<f64> = last
+/// Every fan-out row on our server and on the baseline, one after the other.
+fn fanout_rows(only: Option<usize>) -> Vec<((usize, u64), fanout::Row, fanout::Row)> {
+    fanout::ROWS
         .iter()
-        .zip(&published_at)
-        .filter(|(l, _)| **l > 0)
-        .map(|(l, p)| l.saturating_sub(*p) as f64 / 1000.0)
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    let (p50_ms, p99_ms) = if lat.is_empty() {
-        (f64::NAN, f64::NAN)
-    } else {
-        (percentile(&lat, 0.5), percentile(&lat, 0.99))
-    };
-    FanoutRow {
-        delivered_per_s: received as f64 / elapsed,
-        cpu_us_per_delivery: server_cpu_s * 1e6 / received.max(1) as f64,
-        p50_ms,
-        p99_ms,
-        lost: (subscribers * events) as u64 - received,
-    }
+        .filter(|(subs, _)| only.is_none_or(|n| n == *subs))
+        .map(|&(subs, rate)| {
+            let ours = ServerProc::start();
+            let target = fanout::Target {
+                child: ours.child,
+                addr: ours.addr,
+                key: Some(KEY.to_string()),
+            };
+            let mine = fanout::run(&target, subs, rate);
+            stop_child(target.child);
+            let base = fanout::Target::baseline();
+            let theirs = fanout::run(&base, subs, rate);
+            stop_child(base.child);
+            ((subs, rate), mine, theirs)
+        })
+        .collect()
+}
+
+/// SIGKILL and reap (the fan-out rows do not measure shutdown).
+fn stop_child(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn main() {
@@ -659,18 +547,11 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--fanout-only") {
         // `--fanout-only [N]`: one row of N subscribers, or all of them.
-        let rows: Vec<usize> = std::env::args()
+        let only: Option<usize> = std::env::args()
             .skip_while(|a| a != "--fanout-only")
             .nth(1)
-            .and_then(|n| n.parse().ok())
-            .map_or(FANOUT_SUBSCRIBERS.to_vec(), |n| vec![n]);
-        for n in rows {
-            let r = fanout(n);
-            println!(
-                "fan-out {n}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, lost {}, server CPU {:.2} µs/delivery",
-                r.delivered_per_s, r.p50_ms, r.p99_ms, r.lost, r.cpu_us_per_delivery
-            );
-        }
+            .and_then(|n| n.parse().ok());
+        fanout::print_rows(&fanout_rows(only));
         return;
     }
     if std::env::args().any(|a| a == "--client-only") {
@@ -733,8 +614,7 @@ fn main() {
     drop(idle900);
     server.stop();
 
-    let fan_rows: Vec<(usize, FanoutRow)> =
-        FANOUT_SUBSCRIBERS.iter().map(|&n| (n, fanout(n))).collect();
+    let fan_rows = fanout_rows(None);
     let shut100 = shutdown_ms(100);
     let shut1000 = shutdown_ms(1000);
     let client = client_rows::measure();
@@ -794,15 +674,5 @@ fn main() {
         "| client reconnect, restarted server listening → re-subscribed, median | {:.1} ms | |",
         client.restart_ms
     );
-    for (n, r) in &fan_rows {
-        let target = match n {
-            100 => "p99 < 1 ms, 0 lost",
-            1000 => "p99 < 10 ms, 0 lost",
-            _ => "0 lost",
-        };
-        println!(
-            "| fan-out {FANOUT_RATE} ev/s × {n} subscribers: delivered/s, latency p50 / p99, lost; server CPU per delivery | {:.0} /s, {:.2} / {:.2} ms, {} lost; {:.2} µs | {target} |",
-            r.delivered_per_s, r.p50_ms, r.p99_ms, r.lost, r.cpu_us_per_delivery
-        );
-    }
+    fanout::print_rows(&fan_rows);
 }
