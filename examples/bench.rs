@@ -493,31 +493,38 @@ fn shutdown_ms(clients: usize) -> f64 {
 
 /// Microseconds since the bench started (one clock for publisher and subscribers).
 /// Every fan-out row on our server and on the baseline, one after the other.
-fn fanout_rows(only: Option<usize>) -> Vec<((usize, u64), fanout::Row, fanout::Row)> {
+fn fanout_rows(only: Option<usize>) -> Vec<fanout::Measured> {
     fanout::ROWS
         .iter()
         .filter(|(subs, _)| only.is_none_or(|n| n == *subs))
         .map(|&(subs, rate)| {
             let ours = ServerProc::start();
             let target = fanout::Target {
-                child: ours.child,
+                child: Some(ours.child),
                 addr: ours.addr,
                 key: Some(KEY.to_string()),
+                publisher: None,
             };
             let mine = fanout::run(&target, subs, rate);
             stop_child(target.child);
+            let (server, in_process) = fanout::Target::in_process(KEY);
+            let library = fanout::run(&in_process, subs, rate);
+            drop(in_process);
+            server.shutdown();
             let base = fanout::Target::baseline();
             let theirs = fanout::run(&base, subs, rate);
             stop_child(base.child);
-            ((subs, rate), mine, theirs)
+            ((subs, rate), mine, library, theirs)
         })
         .collect()
 }
 
 /// SIGKILL and reap (the fan-out rows do not measure shutdown).
-fn stop_child(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+fn stop_child(child: Option<Child>) {
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 fn main() {

@@ -40,12 +40,16 @@ pub struct Row {
     pub cpu_us: f64,
 }
 
-/// A server process under load: ours (with its key and welcome) or the baseline.
+/// A server under load: ours as a process (with its key and welcome), ours in this process
+/// (publishing through the library's `Publisher`), or the baseline.
 pub struct Target {
-    pub child: Child,
+    /// The server's process; `None` when it runs in this one (its threads are `hws-*`).
+    pub child: Option<Child>,
     pub addr: SocketAddr,
     /// Credentials to send, and whether a `system/welcome` follows the handshake.
     pub key: Option<String>,
+    /// Set when events are published through this `Publisher` instead of `system/publish`.
+    pub publisher: Option<hydrogen_ws::Publisher>,
 }
 
 impl Target {
@@ -60,16 +64,58 @@ impl Target {
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
         let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
         Target {
-            child,
+            child: Some(child),
             addr,
             key: None,
+            publisher: None,
         }
     }
 
+    /// Our server in this process, with a `Publisher` for the rows that use it.
+    pub fn in_process(key: &str) -> (hydrogen_ws::ServerHandle, Target) {
+        let mut c = hydrogen_ws::Config::default();
+        c.interface = "127.0.0.1".parse().unwrap();
+        c.port = 0;
+        c.max_connections = 5000;
+        c.max_connections_per_ip = 5000;
+        c.rate_limit.messages_per_second = 0;
+        c.rate_limit.handshakes_per_minute_per_ip = 0;
+        c.keys = vec![hydrogen_ws::ApiKey::new(
+            "bench",
+            hydrogen_ws::Secret::new(key),
+            hydrogen_ws::Role::Admin,
+        )];
+        let server = hydrogen_ws::Server::start(c).expect("in-process server");
+        let target = Target {
+            child: None,
+            addr: server.bound_addr(),
+            key: Some(key.to_string()),
+            publisher: Some(server.publisher()),
+        };
+        (server, target)
+    }
+
+    /// CPU (user + system, clock ticks) of the server: its process, or this process's
+    /// `hws-*` threads when it runs here.
     fn cpu_ticks(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split_whitespace().collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        let ticks = |stat: &str| {
+            let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+                .split_whitespace()
+                .collect();
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        };
+        if let Some(child) = &self.child {
+            return ticks(&std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap());
+        }
+        let mut sum = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.starts_with("hws-") {
+                sum +=
+                    ticks(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
+            }
+        }
+        sum
     }
 
     fn connect(&self) -> Ws {
@@ -204,6 +250,7 @@ impl Load {
         while self.publisher.read().is_ok() {}
     }
 
+    /// Publishes event `n` with `system/publish` on the publisher connection.
     fn publish(&mut self, n: usize, pad: &str) {
         let text = json!({"type": "command", "id": format!("p{n}"), "channel": "system",
             "action": "publish", "data": {"channel": "fan", "action": "tick",
@@ -220,6 +267,17 @@ impl Load {
     }
 }
 
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// One row: `rate` events/s to `subscribers` for [`SECONDS`], on `target`.
 pub fn run(target: &Target, subscribers: usize, rate: u64) -> Row {
     let events = (rate * SECONDS) as usize;
@@ -229,21 +287,48 @@ pub fn run(target: &Target, subscribers: usize, rate: u64) -> Row {
     let cpu_before = target.cpu_ticks();
     load.t0 = Instant::now();
     let interval_us = 1_000_000 / rate;
-    for (n, at) in published_at.iter_mut().enumerate() {
-        let due = Duration::from_micros(n as u64 * interval_us);
-        while let Some(wait) = due.checked_sub(load.t0.elapsed()) {
-            load.read_ready(wait);
-        }
-        *at = load.t0.elapsed().as_micros() as u64;
-        load.publish(n, &pad);
-    }
+    let due = move |n: usize| Duration::from_micros(n as u64 * interval_us);
+    let mut in_publisher = Duration::ZERO;
     let expected = (subscribers * events) as u64;
-    let drain_until = Instant::now() + DRAIN;
-    while load.received < expected && Instant::now() < drain_until {
-        load.read_ready(Duration::from_millis(50));
+    if let Some(publisher) = target.publisher.clone() {
+        // A controller thread publishing through the library, as a device controller would;
+        // this thread only reads. Its CPU is the server's work (direct writes happen there).
+        let t0 = load.t0;
+        let controller = std::thread::spawn(move || {
+            let start_cpu = thread_cpu();
+            let pad = "p".repeat(120);
+            let mut at = vec![0u64; events];
+            for (n, slot) in at.iter_mut().enumerate() {
+                if let Some(wait) = due(n).checked_sub(t0.elapsed()) {
+                    std::thread::sleep(wait); // the schedule, not a wait for a condition
+                }
+                *slot = t0.elapsed().as_micros() as u64;
+                publisher
+                    .publish("fan", "tick", json!({"n": n, "pad": pad}))
+                    .unwrap();
+            }
+            (at, thread_cpu().saturating_sub(start_cpu))
+        });
+        let until = Instant::now() + Duration::from_secs(SECONDS) + DRAIN;
+        while load.received < expected && Instant::now() < until {
+            load.read_ready(Duration::from_millis(50));
+        }
+        (published_at, in_publisher) = controller.join().unwrap();
+    } else {
+        for (n, at) in published_at.iter_mut().enumerate() {
+            while let Some(wait) = due(n).checked_sub(load.t0.elapsed()) {
+                load.read_ready(wait);
+            }
+            *at = load.t0.elapsed().as_micros() as u64;
+            load.publish(n, &pad);
+        }
+        let drain_until = Instant::now() + DRAIN;
+        while load.received < expected && Instant::now() < drain_until {
+            load.read_ready(Duration::from_millis(50));
+        }
     }
     let elapsed = load.t0.elapsed().as_secs_f64();
-    let cpu_s = (target.cpu_ticks() - cpu_before) as f64 / 100.0;
+    let cpu_s = (target.cpu_ticks() - cpu_before) as f64 / 100.0 + in_publisher.as_secs_f64();
     let mut lat: Vec<f64> = load
         .last
         .iter()
@@ -268,22 +353,31 @@ pub fn run(target: &Target, subscribers: usize, rate: u64) -> Row {
     }
 }
 
+/// One row of the table: (subscribers, rate), ours by `system/publish`, ours by
+/// `Publisher`, and the baseline.
+pub type Measured = ((usize, u64), Row, Row, Row);
+
 /// The table rows for ours and the baseline, with the ratios.
-pub fn print_rows(rows: &[((usize, u64), Row, Row)]) {
+pub fn print_rows(rows: &[Measured]) {
     println!(
         "\n| fan-out: subscribers × events/s | server | deliveries/s | p50 / p99 / max ms | lost | 1013 closes | CPU µs/delivery | ours ÷ baseline: p50, p99, CPU |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for ((subs, rate), ours, base) in rows {
-        for (name, r) in [("hydrogen-ws", ours), ("baseline", base)] {
+    for ((subs, rate), ours, library, base) in rows {
+        let rows = [
+            ("hydrogen-ws, system/publish", ours),
+            ("hydrogen-ws, Publisher", library),
+            ("baseline", base),
+        ];
+        for (name, r) in rows {
             let ratio = if name == "baseline" {
                 String::new()
             } else {
                 format!(
                     "{:.2}×, {:.2}×, {:.2}×",
-                    ours.p50_ms / base.p50_ms,
-                    ours.p99_ms / base.p99_ms,
-                    ours.cpu_us / base.cpu_us
+                    r.p50_ms / base.p50_ms,
+                    r.p99_ms / base.p99_ms,
+                    r.cpu_us / base.cpu_us
                 )
             };
             println!(

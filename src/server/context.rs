@@ -17,6 +17,7 @@ use tungstenite::WebSocket;
 
 use crate::config::Config;
 use crate::server::auth::{Authenticator, Identity};
+use crate::server::connection::direct::Flusher;
 use crate::server::dispatch::Dispatcher;
 use crate::server::events::{EventBody, EventBus};
 use crate::server::jwt::JwtVerifier;
@@ -412,6 +413,8 @@ pub(crate) struct ServerContext {
     pub limits: Limits,
     /// Signed commands of the last minute (replay guard).
     pub signed: SignedCommands,
+    /// The `hws-flush` thread's queue: `Publisher` writes to flush.
+    pub flusher: Flusher,
     pub sampler: ProcessSampler,
     /// TLS settings when SecureMode is "tls".
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -442,6 +445,7 @@ impl ServerContext {
             threads: ThreadRegistry::default(),
             dispatch: Dispatcher::new(),
             signed: SignedCommands::default(),
+            flusher: Flusher::default(),
             events: EventBus::default(),
             services: Services::default(),
             limits: Limits::new(config.rate_limit.clone()),
@@ -466,7 +470,9 @@ impl ServerContext {
     /// Raises the shutdown flag (phase 1); the first request notes the open connections for
     /// the shutdown report. Returns false if it was already raised.
     pub(crate) fn request_shutdown(&self) -> bool {
-        self.shutdown.request(self.live_connections())
+        let first = self.shutdown.request(self.live_connections());
+        self.flusher.stop();
+        first
     }
 
     /// Live connection threads (handshaking or established).

@@ -43,6 +43,8 @@ use threads::{ThreadRegistry, ThreadRole};
 
 /// Stack of the accept thread: it only polls and spawns.
 const ACCEPT_STACK: usize = 128 * 1024;
+/// Stack of the flush thread: it only flushes sockets.
+const FLUSH_STACK: usize = 128 * 1024;
 /// Stack of the status thread: builds the status object and JSON.
 const STATUS_STACK: usize = 256 * 1024;
 
@@ -119,6 +121,16 @@ impl Server {
             move |tag| status::status_loop(status_ctx, tag),
         )
         .map_err(|e| Error::io("starting the status thread", e))?;
+        let flush_ctx = ctx.clone();
+        ThreadRegistry::spawn(
+            &ctx,
+            ThreadRole::Flush,
+            "hws-flush".into(),
+            FLUSH_STACK,
+            None,
+            move |_tag| flush_ctx.flusher.run(),
+        )
+        .map_err(|e| Error::io("starting the flush thread", e))?;
         Ok(handle)
     }
 }

@@ -23,6 +23,7 @@ pub(crate) enum ThreadRole {
     Connection,
     Worker,
     Status,
+    Flush,
 }
 
 impl ThreadRole {
@@ -32,6 +33,7 @@ impl ThreadRole {
             ThreadRole::Connection => "connection",
             ThreadRole::Worker => "worker",
             ThreadRole::Status => "status",
+            ThreadRole::Flush => "flush",
         }
     }
 }
@@ -88,7 +90,7 @@ pub(crate) struct ThreadRegistry {
     next_key: AtomicU64,
     /// Threads started and not yet exited, per [`ThreadRole`]: what the shutdown waits on,
     /// readable without the lock.
-    running: [AtomicUsize; 4],
+    running: [AtomicUsize; 5],
 }
 
 /// A thread that did not exit before a deadline.

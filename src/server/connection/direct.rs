@@ -18,8 +18,9 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::{Condvar, Mutex};
 use tungstenite::{Error as WsError, Message};
 
 use crate::server::context::{ConnectionShared, Metrics};
@@ -95,6 +96,54 @@ pub(crate) fn flush_corked(list: &mut Vec<Arc<ConnectionShared>>) {
         };
         if !flushed {
             hand_back(&conn);
+        }
+    }
+}
+
+/// The `hws-flush` thread's work: what `Publisher` calls wrote corked. A controller thread
+/// publishing through the library only copies frames into the subscribers' buffers and
+/// hands the list over; this thread flushes them, one `send(2)` per subscriber for all that
+/// arrived meanwhile. Idle, it sleeps on its condvar; shutdown phase 1 stops it (after a
+/// last flush).
+#[derive(Debug, Default)]
+pub(crate) struct Flusher {
+    pending: Mutex<Vec<Arc<ConnectionShared>>>,
+    ready: Condvar,
+    stopping: AtomicBool,
+}
+
+impl Flusher {
+    /// Takes `list` (emptying it) for the flush thread.
+    pub(crate) fn hand_over(&self, list: &mut Vec<Arc<ConnectionShared>>) {
+        if list.is_empty() {
+            return;
+        }
+        self.pending.lock().append(list);
+        self.ready.notify_one();
+    }
+
+    /// Makes [`Flusher::run`] return once what is pending is flushed.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _pending = self.pending.lock();
+        self.ready.notify_all();
+    }
+
+    /// The thread's loop.
+    pub(crate) fn run(&self) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut pending = self.pending.lock();
+                while pending.is_empty() && !self.stopping.load(Ordering::Acquire) {
+                    self.ready.wait(&mut pending);
+                }
+                std::mem::swap(&mut *pending, &mut batch);
+            }
+            if batch.is_empty() {
+                return; // stopping, and nothing left
+            }
+            flush_corked(&mut batch);
         }
     }
 }

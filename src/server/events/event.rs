@@ -128,8 +128,16 @@ impl Publisher {
                 "the server is shutting down",
             ));
         }
-        self.ctx
-            .events
-            .publish(&self.ctx.config, &self.ctx.metrics, event, None)
+        // Direct writes are corked and flushed by `hws-flush`: the caller's thread only
+        // copies frames, and a burst of publishes goes out in one send per subscriber.
+        let mut corked = Vec::new();
+        let delivered = self.ctx.events.publish(
+            &self.ctx.config,
+            &self.ctx.metrics,
+            event,
+            Some(&mut corked),
+        );
+        self.ctx.flusher.hand_over(&mut corked);
+        delivered
     }
 }
