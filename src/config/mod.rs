@@ -98,9 +98,10 @@ pub struct Config {
     /// it gets `invalid_message` naming the limit. Action filters hold at most
     /// [`MAX_ACTIONS_PER_CHANNEL`] actions per channel.
     pub max_channels_per_session: usize,
-    /// `MaxSessionsPerIdentity` (32): sessions one identity (key, JWT subject) may hold;
-    /// past it the oldest detached ones are expired early. Attached sessions are never
-    /// expired (their connections are bounded by MaxConnections).
+    /// `MaxSessionsPerIdentity` (0 = MaxConnections): sessions one identity (key, JWT
+    /// subject) may hold; past it the oldest detached ones are expired early. Attached
+    /// sessions are never expired (their connections are bounded by MaxConnections). Read it
+    /// through [`Config::sessions_per_identity`].
     pub max_sessions_per_identity: usize,
     /// `SensitiveActions` (["system/disconnect"]): `channel/action`s that must carry a valid
     /// `auth.signature` with a fresh timestamp.
@@ -203,7 +204,7 @@ impl Default for Config {
             sensitive_actions: vec!["system/disconnect".into()],
             session_tokens: None,
             max_channels_per_session: 64,
-            max_sessions_per_identity: 32,
+            max_sessions_per_identity: 0,
         }
     }
 }
@@ -409,7 +410,7 @@ impl Config {
         if let Some(v) = s.take_int("MaxChannelsPerSession", 1, 100_000)? {
             cfg.max_channels_per_session = v as usize;
         }
-        if let Some(v) = s.take_int("MaxSessionsPerIdentity", 1, 1_000_000)? {
+        if let Some(v) = s.take_int("MaxSessionsPerIdentity", 0, 1_000_000)? {
             cfg.max_sessions_per_identity = v as usize;
         }
         if let Some(v) = s.take_int("OutboundQueueLimit", 1, 1_000_000)? {
@@ -512,6 +513,16 @@ impl Config {
         Ok(())
     }
 
+    /// The session cap per identity in force: `MaxSessionsPerIdentity`, or MaxConnections
+    /// when that is 0 (so clients sharing one key, up to the server's capacity, all keep
+    /// resumable sessions).
+    pub fn sessions_per_identity(&self) -> usize {
+        match self.max_sessions_per_identity {
+            0 => self.max_connections,
+            n => n,
+        }
+    }
+
     /// Names of the keys shorter than [`SHORT_KEY_CHARS`] characters (guessable; the server
     /// warns about each at start-up, naming the key, never showing it).
     pub fn short_keys(&self) -> Vec<&str> {
@@ -545,7 +556,7 @@ impl Config {
             "ThreadPoolSize": self.thread_pool_size, "ThreadStackSize": self.thread_stack_size,
             "OutboundQueueLimit": self.outbound_queue_limit,
             "MaxChannelsPerSession": self.max_channels_per_session,
-            "MaxSessionsPerIdentity": self.max_sessions_per_identity,
+            "MaxSessionsPerIdentity": self.sessions_per_identity(),
             "StatusIntervalMs": self.status_interval.map_or(0, ms), "HandlerTimeoutMs": ms(self.handler_timeout),
             "ShutdownTimeouts": {"CloseWaitMs": ms(self.close_wait), "JoinMs": ms(self.join_timeout)},
             "RateLimit": {

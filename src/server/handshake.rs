@@ -53,7 +53,7 @@ pub(crate) fn write_buffer_cap(max_message_size: usize, message_len: usize) -> u
 }
 
 /// Read buffer for tungstenite: small, because it is allocated per connection.
-pub(crate) const READ_BUFFER_BYTES: usize = 4096;
+pub(crate) const READ_BUFFER_BYTES: usize = 2048;
 
 /// How a handshake ended.
 pub(crate) enum Outcome {

@@ -189,7 +189,7 @@ pub(crate) fn info_object(ctx: &ServerContext) -> Value {
             "MessagesPerSecond": c.rate_limit.messages_per_second,
             "Burst": c.rate_limit.burst,
             "MaxChannelsPerSession": c.max_channels_per_session,
-            "MaxSessionsPerIdentity": c.max_sessions_per_identity,
+            "MaxSessionsPerIdentity": c.sessions_per_identity(),
         },
         "delivery": {
             "AckTimeoutMs": c.delivery.ack_timeout.as_millis() as u64,

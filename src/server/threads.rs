@@ -109,6 +109,44 @@ fn current_tid() -> u64 {
     unsafe { libc::gettid() as u64 }
 }
 
+/// Stack kept below the caller's frame when [`release_stack_below`] gives pages back: room
+/// for the calls it makes and the x86-64 red zone, with margin.
+const STACK_MARGIN: usize = 4 * 1024;
+
+/// Gives the kernel back the pages of this thread's stack below the caller's frame, which a
+/// deep call that has returned (the handshake: HTTP parsing, tungstenite's upgrade) left
+/// resident. A connection thread then idles on the few pages its loop uses. The pages come
+/// back zero-filled if the stack grows there again. Linux only; a no-op where the stack's
+/// bounds cannot be read.
+#[inline(never)]
+pub(crate) fn release_stack_below() {
+    let marker = 0u8;
+    let here = std::ptr::addr_of!(marker) as usize;
+    // SAFETY: pthread_getattr_np fills `attr` for the calling thread, which is then only read
+    // and destroyed. madvise(MADV_DONTNEED) is applied to whole pages of this thread's own
+    // stack strictly below the current frame minus STACK_MARGIN: memory no live frame uses
+    // (the stack grows down; nothing below the stack pointer holds data once the calls that
+    // used it have returned), so discarding its contents is harmless.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return;
+        }
+        let mut low: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let got = libc::pthread_attr_getstack(&attr, &mut low, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        let page = 4096;
+        let (low, top) = (
+            low as usize,
+            here.saturating_sub(STACK_MARGIN) & !(page - 1),
+        );
+        if got == 0 && low % page == 0 && top > low && here < low + size {
+            libc::madvise(low as *mut libc::c_void, top - low, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 impl ThreadRegistry {
     /// Starts a named thread with `stack_size` bytes of stack running `body`. When `body`
     /// returns (or panics) the thread marks itself exited and notifies the shutdown condvar.

@@ -24,7 +24,7 @@ use crate::server::context::{ConnState, ConnectionShared, Metrics, Outbound, Ser
 use crate::server::events::{self, EventBody, Session};
 use crate::server::handshake::{self, ClientStream, Outcome};
 use crate::server::limits::TokenBucket;
-use crate::server::threads::{ThreadRegistry, ThreadRole};
+use crate::server::threads::{self, ThreadRegistry, ThreadRole};
 use crate::wake::{self, Interest, Readiness, Waker};
 
 pub(super) mod direct;
@@ -108,6 +108,9 @@ fn run(
             identity,
             counted,
         } => {
+            // The handshake's deep frames are done with: an idle connection keeps only the
+            // pages its loop uses.
+            threads::release_stack_below();
             ctx.metrics
                 .total_connections
                 .fetch_add(1, Ordering::Relaxed);
@@ -115,7 +118,7 @@ fn run(
             let end = conn.serve();
             if let Some(session) = &conn.session {
                 ctx.events
-                    .detach(session, shared.id, ctx.config.max_sessions_per_identity);
+                    .detach(session, shared.id, ctx.config.sessions_per_identity());
             }
             ctx.services.service_gone(shared.id);
             if counted {
@@ -280,7 +283,7 @@ impl Connection {
         let session = self.ctx.events.create_session(
             identity.clone(),
             &self.shared,
-            self.ctx.config.max_sessions_per_identity,
+            self.ctx.config.sessions_per_identity(),
         );
         let id = session.id.clone();
         self.session = Some(session);
