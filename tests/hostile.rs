@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use hydrogen_ws::{ApiKey, Config, Error, Role, Secret, Server};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -27,27 +27,6 @@ fn tcp_from(from: &str, addr: SocketAddr) -> TcpStream {
     let tcp: TcpStream = socket.into();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     tcp
-}
-
-/// Sends `request` on a fresh connection and reads the whole answer: (status, head, body).
-fn http_answer(addr: SocketAddr, request: &[u8]) -> (u16, String, Value) {
-    let mut tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
-    tcp.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let _ = tcp.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        head.to_string(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
 }
 
 fn upgrade_with_headers(path: &str, headers: &str) -> String {
@@ -340,7 +319,7 @@ fn malformed_upgrades_are_answered() {
         ),
     ];
     for (request, status, says) in &cases {
-        let (got, head, body) = http_answer(addr, request.as_bytes());
+        let (got, head, body) = raw_http(addr, request);
         assert_eq!(got, *status, "{request}: {head}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(says), "{says}: {body}");
@@ -353,7 +332,7 @@ fn malformed_upgrades_are_answered() {
     }
     // 9 KiB of head: 431, even with a valid key in it.
     let big = upgrade_with_headers("/", &format!("{auth}X-Pad: {}\r\n", "p".repeat(9 * 1024)));
-    let (status, _, body) = http_answer(addr, big.as_bytes());
+    let (status, _, body) = raw_http(addr, &big);
     assert_eq!(status, 431, "{body}");
     // Just under the limit is fine: the upgrade's 101 (the socket then stays open).
     let fits = upgrade_with_headers("/", &format!("{auth}X-Pad: {}\r\n", "p".repeat(7 * 1024)));

@@ -209,6 +209,18 @@ fn rate_limited_server(per_second: u32, burst: u32) -> Started {
     ServerProcess::start(&cfg, "info", &[])
 }
 
+/// `hydrogen-ws client ws://addr/ --key BINARY_KEY` with its stdin piped.
+fn spawn_cli(addr: SocketAddr, stdout: Stdio) -> std::process::Child {
+    let url = format!("ws://{addr}/");
+    Command::new(BIN)
+        .args(["client", &url, "--key", BINARY_KEY])
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// §3.2: a file of 500 commands piped into `hydrogen-ws client` is paced to the server's
 /// rate: every command answered, none `rate_limited`, the address never blocked, exit 0.
 #[test]
@@ -222,18 +234,7 @@ fn the_cli_paces_a_file_of_commands_to_the_servers_rate() {
             )
         })
         .collect();
-    let mut cli = Command::new(BIN)
-        .args([
-            "client",
-            &format!("ws://{}/", server.addr),
-            "--key",
-            BINARY_KEY,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cli = spawn_cli(server.addr, Stdio::piped());
     cli.stdin
         .take()
         .unwrap()
@@ -266,18 +267,7 @@ fn the_cli_paces_a_file_of_commands_to_the_servers_rate() {
 #[test]
 fn the_cli_exits_non_zero_when_the_link_ends_with_an_error() {
     let server = rate_limited_server(0, 100);
-    let mut cli = Command::new(BIN)
-        .args([
-            "client",
-            &format!("ws://{}/", server.addr),
-            "--key",
-            BINARY_KEY,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = spawn_cli(server.addr, Stdio::null());
     let (mut admin, welcome) = connect_with_welcome(server.addr, Some(BINARY_KEY));
     let own_id = welcome["connection_id"].as_u64();
     let (mut victim, mut asked) = (None, 0);
