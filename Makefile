@@ -37,7 +37,7 @@ $(VENV)/.installed:
 
 test: $(VENV)/.installed
 	@command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)  # RSA key for the JWT tests
-	HWS_PYTHON=$(VENV_PY) $(CARGO) test
+	HWS_PYTHON=$(VENV_PY) $(CARGO) test --no-fail-fast  # every test binary runs, even after a failure
 
 lint:
 	$(CARGO) fmt --check
