@@ -55,7 +55,11 @@ fn tls_server(
     })
 }
 
-fn tls_connect(addr: std::net::SocketAddr, m: &Material, key: &str) -> TlsClient {
+/// A TLS stream to the server, trusting `m`'s certificate.
+fn tls_stream(
+    addr: std::net::SocketAddr,
+    m: &Material,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(m.cert_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -71,7 +75,11 @@ fn tls_connect(addr: std::net::SocketAddr, m: &Material, key: &str) -> TlsClient
             .unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
-    let stream = rustls::StreamOwned::new(conn, tcp);
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+fn tls_connect(addr: std::net::SocketAddr, m: &Material, key: &str) -> TlsClient {
+    let stream = tls_stream(addr, m);
     let mut req = format!("wss://localhost:{}/", addr.port())
         .into_client_request()
         .unwrap();
@@ -225,4 +233,33 @@ fn unusable_material_is_a_tls_error_naming_the_file() {
     c.key_path = Some(other.key.clone());
     let e = Server::start(c).unwrap_err();
     assert_eq!(e.exit_code(), 4, "{e}");
+}
+
+/// Issue #11 §4 over TLS: a malformed upgrade gets its HTTP answer with the JSON body inside
+/// the TLS stream, as on a plain socket.
+#[test]
+fn malformed_upgrades_are_answered_over_tls() {
+    let m = material();
+    let server = tls_server(&m, |_| {});
+    let cases = [
+        (
+            "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            "426",
+            "upgrade_required",
+        ),
+        ("Sec-WebSocket-Version: 13\r\n", "400", "invalid_message"),
+    ];
+    for (headers, status, code) in cases {
+        let mut stream = tls_stream(server.bound_addr(), &m);
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{headers}\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+        let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["error"]["code"], code, "{text}");
+    }
 }
