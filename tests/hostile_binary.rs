@@ -210,15 +210,18 @@ fn rate_limited_server(per_second: u32, burst: u32) -> Started {
 }
 
 /// `hydrogen-ws client ws://addr/ --key BINARY_KEY` with its stdin piped.
-fn spawn_cli(addr: SocketAddr, stdout: Stdio) -> std::process::Child {
+/// Its stderr goes to the returned file, for the failure messages.
+fn spawn_cli(addr: SocketAddr, stdout: Stdio) -> (std::process::Child, std::path::PathBuf) {
     let url = format!("ws://{addr}/");
-    Command::new(BIN)
+    let log = temp_config("");
+    let child = Command::new(BIN)
         .args(["client", &url, "--key", BINARY_KEY])
         .stdin(Stdio::piped())
         .stdout(stdout)
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    (child, log)
 }
 
 /// §3.2: a file of 500 commands piped into `hydrogen-ws client` is paced to the server's
@@ -234,7 +237,7 @@ fn the_cli_paces_a_file_of_commands_to_the_servers_rate() {
             )
         })
         .collect();
-    let mut cli = spawn_cli(server.addr, Stdio::piped());
+    let (mut cli, _) = spawn_cli(server.addr, Stdio::piped());
     cli.stdin
         .take()
         .unwrap()
@@ -267,7 +270,7 @@ fn the_cli_paces_a_file_of_commands_to_the_servers_rate() {
 #[test]
 fn the_cli_exits_non_zero_when_the_link_ends_with_an_error() {
     let server = rate_limited_server(0, 100);
-    let mut cli = spawn_cli(server.addr, Stdio::null());
+    let (mut cli, cli_log) = spawn_cli(server.addr, Stdio::null());
     let (mut admin, welcome) = connect_with_welcome(server.addr, Some(BINARY_KEY));
     let own_id = welcome["connection_id"].as_u64();
     let (mut victim, mut asked) = (None, 0);
@@ -303,7 +306,8 @@ fn the_cli_exits_non_zero_when_the_link_ends_with_an_error() {
         }
         assert!(
             Instant::now() < deadline,
-            "the CLI kept running after close 1008"
+            "the CLI kept running after close 1008; its stderr:\n{}",
+            std::fs::read_to_string(&cli_log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(10));
     };

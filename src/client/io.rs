@@ -626,7 +626,13 @@ fn note_write_error(link: &mut Link, e: WsError) {
             let closed = link.close_received.take();
             link.broken = Some(closed.unwrap_or((1006, "connection closed".into())));
         }
-        other => link.broken = Some((1006, format!("write failed: {other}"))),
+        // A write that fails after the server's close frame arrived (tungstenite refuses to
+        // send after closing) ends the link with the server's code, not as a broken link:
+        // otherwise a 1008 would look like 1006 and be retried.
+        other => {
+            let closed = link.close_received.take();
+            link.broken = Some(closed.unwrap_or((1006, format!("write failed: {other}"))));
+        }
     }
 }
 
