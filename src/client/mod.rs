@@ -55,6 +55,9 @@ use shared::{IoCommand, Shared};
 
 /// Stack of each client thread: they parse JSON and run callbacks, nothing deep.
 const CLIENT_THREAD_STACK_BYTES: usize = 256 * 1024;
+/// How long starting a client thread waits for it to run (a loaded machine may take a while
+/// to schedule it; past this `connect` goes on without waiting).
+const THREAD_START_WAIT: Duration = Duration::from_secs(5);
 /// Extra time `Drop` gives the threads beyond the close timeout before leaving them.
 const JOIN_MARGIN: Duration = Duration::from_secs(1);
 
@@ -132,19 +135,24 @@ impl Client {
         result
     }
 
+    /// Starts a named client thread and returns once it runs (so its name is what `gdb`
+    /// and `/proc` show from then on), or after THREAD_START_WAIT.
     fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
         self.shared.state.lock().running_threads += 1;
         let guard = ExitGuard(self.shared.clone());
+        let (started_tx, started) = crossbeam_channel::bounded(1);
         let spawned = thread::Builder::new()
             .name(name.to_owned())
             .stack_size(CLIENT_THREAD_STACK_BYTES)
             .spawn(move || {
                 let _counted = guard;
+                let _ = started_tx.send(());
                 f()
             });
         match spawned {
             Ok(handle) => {
                 self.threads.lock().push(handle);
+                let _ = started.recv_timeout(THREAD_START_WAIT);
                 Ok(())
             }
             Err(e) => {

@@ -109,6 +109,9 @@ fn current_tid() -> u64 {
     unsafe { libc::gettid() as u64 }
 }
 
+/// How long starting a background thread waits for it to run.
+const THREAD_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Stack kept below the caller's frame when [`release_stack_below`] gives pages back: room
 /// for the calls it makes and the x86-64 red zone, with margin.
 const STACK_MARGIN: usize = 4 * 1024;
@@ -175,6 +178,11 @@ impl ThreadRegistry {
         );
         registry.running[role as usize].fetch_add(1, Ordering::AcqRel);
         let thread_ctx = ctx.clone();
+        // Background threads are waited for, so that once `Server::start` returns every one
+        // of them runs under its name (gdb, thread dumps, tests that count threads). A
+        // connection thread is not: the accept loop must not wait on the scheduler.
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let started_tx = (role != ThreadRole::Connection).then_some(started_tx);
         let spawned = std::thread::Builder::new()
             .name(name)
             .stack_size(stack_size)
@@ -185,12 +193,18 @@ impl ThreadRegistry {
                     role,
                 };
                 tag.tid.store(current_tid(), Ordering::Relaxed);
+                if let Some(tx) = started_tx {
+                    let _ = tx.send(());
+                }
                 body(tag);
             });
         match spawned {
             Ok(handle) => {
                 if let Some(e) = registry.entries.lock().get_mut(&key) {
                     e.handle = Some(handle);
+                }
+                if role != ThreadRole::Connection {
+                    let _ = started.recv_timeout(THREAD_START_WAIT);
                 }
                 Ok(())
             }
