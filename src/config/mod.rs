@@ -55,7 +55,8 @@ pub struct Config {
     pub keys: Vec<ApiKey>,
     /// `MaxConnections` (100): established clients; more get HTTP 503.
     pub max_connections: usize,
-    /// `MaxConnectionsPerIp` (20): established clients from one address; more get HTTP 429.
+    /// `MaxConnectionsPerIp` (20): connections from one address, handshaking ones included;
+    /// more get HTTP 429 before their request is read.
     pub max_connections_per_ip: usize,
     /// `MaxMessageSize` (65536 bytes): larger messages close the connection with 1009.
     pub max_message_size: usize,

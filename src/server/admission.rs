@@ -95,22 +95,9 @@ pub(super) fn admit(
         )
         .header("Retry-After", "5"));
     }
-    let ip = conn.peer.ip();
-    let from_ip = registry.established_per_ip.get(&ip).copied().unwrap_or(0);
-    if from_ip >= config.max_connections_per_ip {
-        return Err(Rejection::new(
-            429,
-            "Too Many Requests",
-            "rate_limited",
-            format!(
-                "MaxConnectionsPerIp ({}) reached for {ip}",
-                config.max_connections_per_ip
-            ),
-        )
-        .header("Retry-After", "5"));
-    }
+    // MaxConnectionsPerIp was applied at accept, to every connection of the address
+    // (handshaking ones included), so an established slot per address needs no count here.
     registry.established += 1;
-    *registry.established_per_ip.entry(ip).or_insert(0) += 1;
     Ok(Admitted { protocol, identity })
 }
 
@@ -124,16 +111,9 @@ fn unauthorized(why: impl Into<String>) -> Rejection {
 }
 
 /// Gives back the MaxConnections slot taken by [`admit`].
-pub(crate) fn release_slot(ctx: &ServerContext, conn: &ConnectionShared) {
+pub(crate) fn release_slot(ctx: &ServerContext) {
     let mut registry = ctx.connections.lock();
     registry.established = registry.established.saturating_sub(1);
-    let ip = conn.peer.ip();
-    if let Some(n) = registry.established_per_ip.get_mut(&ip) {
-        *n -= 1;
-        if *n == 0 {
-            registry.established_per_ip.remove(&ip);
-        }
-    }
 }
 
 /// Why a request's credentials cannot be used.

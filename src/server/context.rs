@@ -288,7 +288,6 @@ pub(crate) struct Registry {
     pub per_ip: HashMap<IpAddr, usize>,
     /// Upgraded (WebSocket) connections: what MaxConnections limits.
     pub established: usize,
-    pub established_per_ip: HashMap<IpAddr, usize>,
 }
 
 /// Server state that changes rarely (the context mutex of the C design).
@@ -475,7 +474,6 @@ impl ServerContext {
         first
     }
 
-    /// Live connection threads (handshaking or established).
     /// Connections from `ip`, handshaking ones included.
     pub(crate) fn connections_from(&self, ip: IpAddr) -> usize {
         self.connections
@@ -486,6 +484,7 @@ impl ServerContext {
             .unwrap_or(0)
     }
 
+    /// Live connection threads (handshaking or established).
     pub(crate) fn live_connections(&self) -> usize {
         self.connections.lock().by_id.len()
     }

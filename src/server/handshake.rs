@@ -286,7 +286,7 @@ pub(crate) fn perform(
             counted: true,
         },
         None => {
-            release_slot(ctx, conn);
+            release_slot(ctx);
             conn.set_state(ConnState::Failed, &ctx.metrics);
             Outcome::Finished
         }
