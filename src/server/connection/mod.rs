@@ -122,7 +122,7 @@ fn run(
             }
             ctx.services.service_gone(shared.id);
             if counted {
-                handshake::release_slot(&ctx, &shared);
+                handshake::release_slot(&ctx);
             }
             // Unregister first: the socket must stay open while phase 5 may still reach it.
             unregister(&ctx, &shared, end);
@@ -619,8 +619,12 @@ impl Connection {
 
     fn send_message(&mut self, msg: Message) {
         let len = msg.len() as u64;
-        self.fit_write_buffer(msg.len());
-        let written = self.ws().write(msg);
+        let cap = handshake::write_buffer_cap(self.ctx.config.max_message_size, msg.len());
+        let written = {
+            let mut ws = self.ws();
+            raise_write_cap(&mut ws, cap);
+            ws.write(msg)
+        };
         match written {
             Ok(()) => {}
             // The frame is in tungstenite's buffer; the socket is full for now.
@@ -646,25 +650,20 @@ impl Connection {
         Metrics::add(&self.ctx.metrics.bytes_out, len);
     }
 
-    /// Raises tungstenite's output cap so that a message of `len` bytes fits beside a batch
-    /// (only the server's own events can be that large: clients' are MaxMessageSize at
-    /// most). With `len` 0, once everything is written, it goes back to the base cap.
-    fn fit_write_buffer(&mut self, len: usize) {
-        let cap = handshake::write_buffer_cap(self.ctx.config.max_message_size, len);
-        let mut ws = self.ws();
-        let current = ws.get_config().max_write_buffer_size;
-        if cap > current || (len == 0 && cap < current) {
-            ws.set_config(|c| c.max_write_buffer_size = cap);
-        }
-    }
-
+    /// Writes out what tungstenite holds; once everything is out, its output cap goes back
+    /// to the base (a large event may have raised it, see `send_message`).
     fn flush(&mut self) {
-        let flushed = self.ws().flush();
-        match flushed {
-            Ok(()) => {
-                self.write_blocked = false;
-                self.fit_write_buffer(0);
+        let base = handshake::write_buffer_cap(self.ctx.config.max_message_size, 0);
+        let flushed = {
+            let mut ws = self.ws();
+            let flushed = ws.flush();
+            if flushed.is_ok() && ws.get_config().max_write_buffer_size != base {
+                ws.set_config(|c| c.max_write_buffer_size = base);
             }
+            flushed
+        };
+        match flushed {
+            Ok(()) => self.write_blocked = false,
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.write_blocked = true
             }
@@ -674,5 +673,14 @@ impl Connection {
                 self.broken = true;
             }
         }
+    }
+}
+
+/// Raises tungstenite's output cap to `cap` if it is lower, so that a message the server
+/// itself sends (an event from a `Publisher`, which may pass MaxMessageSize) fits beside a
+/// batch; clients' own messages never need it.
+fn raise_write_cap(ws: &mut WebSocket<ClientStream>, cap: usize) {
+    if ws.get_config().max_write_buffer_size < cap {
+        ws.set_config(|c| c.max_write_buffer_size = cap);
     }
 }
