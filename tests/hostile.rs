@@ -381,15 +381,7 @@ fn ids_count_characters_and_repeated_keys_are_refused() {
 #[test]
 fn numbers_reach_services_as_written() {
     let server = start();
-    let mut service = connect(server.bound_addr(), Some(SERVICE_KEY));
-    let r = request(
-        &mut service,
-        "reg",
-        "system",
-        "register",
-        json!({"channels": ["print"]}),
-    );
-    assert_eq!(r["status"], "ok");
+    let mut controller = service(server.bound_addr(), &["print"]);
     let mut operator = connect(server.bound_addr(), Some(OPERATOR_KEY));
     let written =
         r#"{"big":1180591620717411303424,"e":1E2,"tiny":1e-07,"pi":3.14159265358979323846264338}"#;
@@ -400,7 +392,7 @@ fn numbers_reach_services_as_written() {
         ),
     );
     let forwarded = loop {
-        match service.read().unwrap() {
+        match controller.read().unwrap() {
             Message::Text(t) if t.as_str().contains("\"command\"") => break t.to_string(),
             _ => {}
         }

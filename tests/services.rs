@@ -14,20 +14,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
-/// A service connection that has registered `channels`.
-fn service(addr: std::net::SocketAddr, channels: &[&str]) -> Client {
-    let mut s = connect(addr, Some(SERVICE_KEY));
-    let r = request(
-        &mut s,
-        "reg",
-        "system",
-        "register",
-        json!({"channels": channels}),
-    );
-    assert_eq!(r["status"], "ok", "{r}");
-    s
-}
-
 fn next_command(s: &mut Client) -> Value {
     loop {
         let v = recv_json(s);

@@ -160,6 +160,20 @@ pub fn request(ws: &mut Client, id: &str, channel: &str, action: &str, data: Val
     }
 }
 
+/// A service connection that has registered `channels`.
+pub fn service(addr: SocketAddr, channels: &[&str]) -> Client {
+    let mut s = connect(addr, Some(SERVICE_KEY));
+    let r = request(
+        &mut s,
+        "reg",
+        "system",
+        "register",
+        json!({"channels": channels}),
+    );
+    assert_eq!(r["status"], "ok", "{r}");
+    s
+}
+
 /// Reads until the server's close frame arrives; returns it (None when the TCP connection
 /// ended without one).
 pub fn expect_close(ws: &mut Client) -> Option<CloseFrame> {
