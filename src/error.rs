@@ -86,7 +86,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code of SPEC §2: 2 config, 3 bind, 4 TLS, 1 anything else.
+    /// The process exit code (README, Operating it): 2 config, 3 bind, 4 TLS, 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } => 2,

@@ -5,7 +5,8 @@
 //! served by handlers you register.
 //!
 //! The design is synchronous, one named OS thread per client (`hws-conn-<id>`) that sleeps in
-//! `poll(2)` until its socket, its queue or a timer needs it; see `DESIGN.md` and the README.
+//! `poll(2)` until its socket, its queue or a timer needs it; the README's Layout section and
+//! `docs/protocol.md` (the wire protocol) in the repository say more.
 //!
 //! Start a server on a free loopback port and answer commands on a `print` channel:
 //!

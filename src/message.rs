@@ -1,12 +1,12 @@
-//! The message envelope of SPEC §6: parsing and validating what clients send, building what
-//! the server sends (responses, events, errors).
+//! The message envelope of docs/protocol.md §2: parsing and validating what clients send, building
+//! what the server sends (responses, events, errors).
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// Longest command id accepted (SPEC §6).
+/// Longest command id accepted (docs/protocol.md §2).
 pub const MAX_ID_LEN: usize = 128;
 /// Longest channel or action name accepted.
 pub const MAX_NAME_LEN: usize = 64;
@@ -15,7 +15,7 @@ pub const MAX_NAME_LEN: usize = 64;
 /// never need more than a few.
 pub const MAX_JSON_DEPTH: usize = 32;
 
-/// The error codes of SPEC §6, as sent in `error.code`.
+/// The error codes of docs/protocol.md §2, as sent in `error.code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -66,7 +66,7 @@ impl ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in SPEC §6 order.
+    /// Every code, in docs/protocol.md §2 order.
     pub const ALL: [ErrorCode; 12] = [
         ErrorCode::AuthFailed,
         ErrorCode::InvalidMessage,
@@ -139,7 +139,7 @@ pub struct Command {
     pub auth: Option<MessageAuth>,
 }
 
-/// The per-message `auth` object of SPEC §6.
+/// The per-message `auth` object of docs/protocol.md §2.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MessageAuth {
     /// A credential (API key or JWT) that must belong to the connection's identity.
@@ -240,7 +240,7 @@ fn nesting_beyond(text: &str, max: usize) -> Option<usize> {
     None
 }
 
-/// Parses and validates one text message (SPEC §6).
+/// Parses and validates one text message (docs/protocol.md §2).
 pub(crate) fn parse_incoming(text: &str) -> Result<Incoming, Box<Invalid>> {
     let bare = |message: String| {
         Box::new(Invalid {
@@ -263,7 +263,7 @@ pub(crate) fn parse_incoming(text: &str) -> Result<Incoming, Box<Invalid>> {
     }
     let Value::Object(mut obj) = value else {
         return Err(bare(
-            "message must be a JSON object (the envelope of SPEC §6)".into(),
+            "message must be a JSON object (the envelope of docs/protocol.md §2)".into(),
         ));
     };
     let id = match obj.get("id") {

@@ -1,5 +1,5 @@
 //! `config.json` → [`Config`]: defaults, `${env.NAME}` substitution, Hydrogen aliases, and
-//! validation errors that name the key, the value and the allowed range (SPEC §3).
+//! validation errors that name the key, the value and the allowed range (docs/protocol.md §7).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,8 @@ use crate::server::session_tokens::SessionTokenConfig;
 
 /// The server's settings: the `WebSocketServer` section of `config.json`.
 ///
-/// Build one with [`Config::default`] (every default of SPEC §3, no API key) and change the
-/// fields, or load a file with [`Config::load`]. Durations are already converted from the
+/// Build one with [`Config::default`] (every default of docs/protocol.md §7, no API key) and change
+/// the fields, or load a file with [`Config::load`]. Durations are already converted from the
 /// file's milliseconds/seconds.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -109,7 +109,7 @@ pub struct Config {
     pub sensitive_actions: Vec<String>,
 }
 
-/// The `RateLimit` section (SPEC §3).
+/// The `RateLimit` section (docs/protocol.md §7).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RateLimitConfig {
@@ -138,7 +138,7 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// The `Delivery` section (SPEC §9).
+/// The `Delivery` section (docs/protocol.md §5).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeliveryConfig {
@@ -250,11 +250,11 @@ impl Config {
         };
         let mut cfg = Config::default();
         let mut s = Section::new("WebSocketServer", section);
-        // The default of `Key` is itself an environment reference (SPEC §3).
+        // The default of `Key` is itself an environment reference (docs/protocol.md §7).
         let key = match s.take("Key") {
             Some(v) => Some(v),
             None if s.has("Key") => None,
-            // The default of `Key` is itself an environment reference (SPEC §3).
+            // The default of `Key` is itself an environment reference (docs/protocol.md §7).
             None => std::env::var("HYDROGEN_API_KEY").ok().map(Value::String),
         };
         if let Some(v) = s.take_bool("Enabled")? {

@@ -8,7 +8,7 @@ use subtle::ConstantTimeEq;
 use crate::server::jwt::JwtVerifier;
 use crate::server::session_tokens::SessionTokens;
 
-/// What a client may do, from least to most (SPEC §7). `Service` is a device controller
+/// What a client may do, from least to most (docs/protocol.md §3). `Service` is a device controller
 /// process; it may do what an operator may plus register channels and publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {

@@ -30,7 +30,7 @@ use crate::server::stream::ClientStream;
 use crate::server::threads::ThreadRegistry;
 use crate::wake::Waker;
 
-/// SPEC §5 connection states.
+/// The connection states (docs/protocol.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum ConnState {

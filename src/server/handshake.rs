@@ -1,4 +1,4 @@
-//! The HTTP upgrade (SPEC §4): read the request head within HandshakeTimeoutMs, answer
+//! The HTTP upgrade (docs/protocol.md §1): read the request head within HandshakeTimeoutMs, answer
 //! `/health` and non-upgrade requests, check subprotocol, credentials and limits, answer each
 //! rejection with its status and JSON error body, and hand accepted requests to tungstenite.
 //!

@@ -1,4 +1,4 @@
-//! Bearer JWT verification (SPEC §3 `Jwt`) with jsonwebtoken (pure-Rust `rust_crypto`
+//! Bearer JWT verification (docs/protocol.md §7 `Jwt`) with jsonwebtoken (pure-Rust `rust_crypto`
 //! backend): a PEM public key or a JWKS file (`kid` selects the key), RS256/ES256/EdDSA and
 //! the other asymmetric algorithms, `exp`/`nbf`/`iss`/`aud` checked, and the role taken from a
 //! `role` claim (or `scope`).

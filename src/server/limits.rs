@@ -1,6 +1,6 @@
-//! Rate limits (SPEC §3 `RateLimit`): a token bucket per connection; violations per address
-//! (messages over the rate, failed authentications) that block the address for BlockSeconds;
-//! and upgrade attempts per address per minute. State is per address and swept by the
+//! Rate limits (docs/protocol.md §7 `RateLimit`): a token bucket per connection; violations per
+//! address (messages over the rate, failed authentications) that block the address for
+//! BlockSeconds; and upgrade attempts per address per minute. State is per address and swept by the
 //! `hws-status` thread, so a stream of one-off addresses cannot grow it without bound.
 
 use std::collections::HashMap;

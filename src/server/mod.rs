@@ -179,19 +179,20 @@ impl ServerHandle {
         Ok(())
     }
 
-    /// A handle to publish events to subscribers (SPEC §9); clone it into controller threads.
+    /// A handle to publish events to subscribers (docs/protocol.md §5); clone it into controller
+    /// threads.
     pub fn publisher(&self) -> Publisher {
         Publisher {
             ctx: self.ctx.clone(),
         }
     }
 
-    /// The status object of SPEC §8 (what `system/status` answers).
+    /// The status object of docs/protocol.md §3 (what `system/status` answers).
     pub fn status(&self) -> Value {
         status::status_object(&self.ctx)
     }
 
-    /// The thread dump of SPEC §12 (what `system/threads` answers).
+    /// The thread dump that `system/threads` answers (README, Operating it).
     pub fn thread_dump(&self) -> Value {
         Value::Array(self.ctx.threads.dump(&self.ctx))
     }
@@ -235,9 +236,9 @@ impl ServerHandle {
         self.ctx.shutdown.wait_requested(timeout)
     }
 
-    /// Shuts down now (the five phases of SPEC §10) and returns what happened. Takes about
-    /// a millisecond per few dozen well-behaved clients; at most CloseWaitMs + JoinMs plus a
-    /// few hundred ms with clients that do not answer. Calling it again returns the first
+    /// Shuts down now (the five phases: docs/behaviour.md, Shutdown) and returns what happened.
+    /// Takes about a millisecond per few dozen well-behaved clients; at most CloseWaitMs + JoinMs
+    /// plus a few hundred ms with clients that do not answer. Calling it again returns the first
     /// report.
     pub fn shutdown(&self) -> ShutdownReport {
         let mut report = self.report.lock();

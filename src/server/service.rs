@@ -1,4 +1,4 @@
-//! Device controllers as WebSocket clients (the `service` role, SPEC §7): a service
+//! Device controllers as WebSocket clients (the `service` role, docs/protocol.md §3): a service
 //! connection registers channels, receives every client command on them (with a fresh id and
 //! an `origin` object), and answers; its answers are routed back to the caller under the
 //! caller's id. When the service goes away its channels are unregistered and what it still

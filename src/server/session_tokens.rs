@@ -1,4 +1,4 @@
-//! Server-issued session tokens (SPEC §3 `SessionTokens`): RS256 JWTs signed with the
+//! Server-issued session tokens (docs/protocol.md §7 `SessionTokens`): RS256 JWTs signed with the
 //! configured private key, valid TtlSeconds, naming the identity, its role and its session.
 //! They are returned by `system/auth` (and in `system/welcome`), and accepted later as Bearer
 //! credentials and by `system/resume`.

@@ -1,6 +1,6 @@
-//! The five-phase shutdown of SPEC §10, each phase timed and logged in milliseconds:
-//! signal, close, join, cleanup, fallback. Every wait has a deadline; a second signal ends
-//! the waits at once; the process never hangs on a stuck client.
+//! The five-phase shutdown (docs/behaviour.md, Shutdown), each phase timed and logged in
+//! milliseconds: signal, close, join, cleanup, fallback. Every wait has a deadline; a second signal
+//! ends the waits at once; the process never hangs on a stuck client.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

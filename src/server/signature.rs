@@ -1,6 +1,6 @@
-//! Per-message authentication (SPEC §6): `auth.token` must be a credential of the connection's
-//! own identity, and `auth.signature` (HMAC-SHA256 with the caller's API key, hex) over
-//! `id \n timestamp \n channel \n action \n compact JSON of data` is required for
+//! Per-message authentication (docs/protocol.md §4): `auth.token` must be a credential of the
+//! connection's own identity, and `auth.signature` (HMAC-SHA256 with the caller's API key, hex)
+//! over `id \n timestamp \n channel \n action \n compact JSON of data` is required for
 //! SensitiveActions, with a timestamp within 30 s of the server clock.
 
 use std::collections::HashMap;

@@ -1,5 +1,5 @@
-//! The status object of SPEC §8 (with the process's real thread count and memory) and the
-//! `system/info` object.
+//! The status object of docs/protocol.md §3 (with the process's real thread count and memory) and
+//! the `system/info` object.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -98,8 +98,8 @@ fn uname() -> Value {
     })
 }
 
-/// The status object (SPEC §8) with extra fields: bound port, connections by state, traffic,
-/// rejections by reason.
+/// The status object (docs/protocol.md §3) with extra fields: bound port, connections by state,
+/// traffic, rejections by reason.
 pub(crate) fn status_object(ctx: &ServerContext) -> Value {
     let m = &ctx.metrics;
     let figures = ctx.sampler.sample();

@@ -1,5 +1,5 @@
-//! The built-in `system` channel (SPEC §7): ping, status, info, threads, disconnect. These
-//! run inline on the connection thread: each is a few microseconds of work and no I/O.
+//! The built-in `system` channel (docs/protocol.md §3): ping, status, info, threads, disconnect.
+//! These run inline on the connection thread: each is a few microseconds of work and no I/O.
 //! (`auth` is handled by the connection itself, because it changes the connection's state.)
 
 use std::sync::Arc;

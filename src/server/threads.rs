@@ -1,6 +1,6 @@
-//! Every thread the server starts: named (`gdb` → `info threads` shows who is who), recorded
-//! with its role, OS thread id, state and activity for the thread dump (SPEC §12), and joined
-//! only after it has signalled its exit (Rust has no timed join).
+//! Every thread the server starts: named (`gdb` → `info threads` shows who is who), recorded with
+//! its role, OS thread id, state and activity for the thread dump (README, Operating it), and
+//! joined only after it has signalled its exit (Rust has no timed join).
 
 use std::collections::HashMap;
 use std::io;
@@ -258,7 +258,7 @@ impl ThreadRegistry {
             .collect()
     }
 
-    /// The thread dump of SPEC §12: one object per thread, by name.
+    /// The thread dump (README, Operating it): one object per thread, by name.
     pub(crate) fn dump(&self, ctx: &ServerContext) -> Vec<Value> {
         let now_ms = ctx.uptime_ms();
         let entries = self.entries.lock();

@@ -1,4 +1,4 @@
-//! Subscriptions, fan-out, sessions, reliable delivery and resume (SPEC §9).
+//! Subscriptions, fan-out, sessions, reliable delivery and resume (docs/protocol.md §5).
 //!
 //! An event is serialized once ([`EventBody`]) and shared by every subscriber; each session
 //! gives it its own `seq` and keeps `(seq, body)` in a ring of the last ReplayBufferEvents

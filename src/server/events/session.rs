@@ -55,7 +55,7 @@ impl SessionState {
     }
 }
 
-/// Command ids remembered per session for the replay guard (SPEC §6).
+/// Command ids remembered per session for the replay guard (docs/protocol.md §2).
 const RECENT_IDS: usize = 1024;
 
 /// The last [`RECENT_IDS`] command ids of a session, kept as keyed hashes (16 bytes each at
