@@ -11,9 +11,9 @@ use reader::Section;
 use sections::{parse_delivery, parse_jwt, parse_keys, parse_level, parse_rate_limit};
 
 use crate::error::Error;
-use crate::server::auth::{ApiKey, Role, Secret};
-use crate::server::jwt::JwtConfig;
-use crate::server::session_tokens::SessionTokenConfig;
+use crate::server::security::auth::{ApiKey, Role, Secret};
+use crate::server::security::jwt::JwtConfig;
+use crate::server::security::session_tokens::SessionTokenConfig;
 
 /// The server's settings: the `WebSocketServer` section of `config.json`.
 ///

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::reader::Section;
 use super::{DeliveryConfig, LoadReport, RateLimitConfig};
 use crate::error::Error;
-use crate::server::auth::{ApiKey, Role};
-use crate::server::jwt::JwtConfig;
+use crate::server::security::auth::{ApiKey, Role};
+use crate::server::security::jwt::JwtConfig;
 
 pub(super) fn parse_keys(v: &Value) -> Result<Vec<ApiKey>, Error> {
     let Value::Array(items) = v else {

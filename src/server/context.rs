@@ -16,18 +16,18 @@ use parking_lot::{Condvar, Mutex};
 use tungstenite::WebSocket;
 
 use crate::config::Config;
-use crate::server::auth::{Authenticator, Identity};
-use crate::server::connection::direct::Flusher;
-use crate::server::dispatch::Dispatcher;
+use crate::server::dispatch::handlers::Dispatcher;
+use crate::server::dispatch::services::Services;
+use crate::server::events::direct::Flusher;
 use crate::server::events::{EventBody, EventBus};
-use crate::server::jwt::JwtVerifier;
-use crate::server::limits::Limits;
-use crate::server::service::Services;
-use crate::server::session_tokens::SessionTokens;
-use crate::server::signature::SignedCommands;
+use crate::server::net::stream::ClientStream;
+use crate::server::runtime::threads::ThreadRegistry;
+use crate::server::security::auth::{Authenticator, Identity};
+use crate::server::security::jwt::JwtVerifier;
+use crate::server::security::limits::Limits;
+use crate::server::security::session_tokens::SessionTokens;
+use crate::server::security::signature::SignedCommands;
 use crate::server::status::ProcessSampler;
-use crate::server::stream::ClientStream;
-use crate::server::threads::ThreadRegistry;
 use crate::wake::Waker;
 
 /// The connection states (docs/protocol.md §6).

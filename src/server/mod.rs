@@ -1,25 +1,15 @@
 //! The server: [`Server::start`] binds, starts the accept thread and the worker pool, and
 //! returns a [`ServerHandle`] to register handlers, read status, and shut down.
 
-mod admission;
-pub(crate) mod auth;
 mod connection;
 pub(crate) mod context;
 mod dispatch;
 mod events;
-mod handshake;
-pub(crate) mod jwt;
-mod limits;
-mod listener;
-mod service;
-pub(crate) mod session_tokens;
+mod net;
+mod runtime;
+pub(crate) mod security;
 mod shutdown;
-mod signature;
 pub(crate) mod status;
-mod stream;
-mod system_channel;
-mod threads;
-mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,18 +18,20 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-pub use auth::{ApiKey, AuthMethod, Identity, Role, Secret};
-pub use dispatch::{HandlerResult, Request};
+pub use dispatch::handlers::{HandlerResult, Request};
 pub use events::{Event, Priority, Publisher};
-pub use jwt::JwtConfig;
-pub use session_tokens::SessionTokenConfig;
+pub use runtime::threads::StuckThread;
+pub use security::auth::{ApiKey, AuthMethod, Identity, Role, Secret};
+pub use security::jwt::JwtConfig;
+pub use security::session_tokens::SessionTokenConfig;
 pub use shutdown::ShutdownReport;
-pub use threads::StuckThread;
 
 use crate::config::Config;
 use crate::error::Error;
 use context::ServerContext;
-use threads::{ThreadRegistry, ThreadRole};
+use net::{listener, tls};
+use runtime::threads::{ThreadRegistry, ThreadRole};
+use security::{jwt, session_tokens};
 
 /// Stack of the accept thread: it only polls and spawns.
 const ACCEPT_STACK: usize = 128 * 1024;
@@ -99,7 +91,7 @@ impl Server {
             ctx: ctx.clone(),
             report: Mutex::new(None),
         };
-        dispatch::Dispatcher::start_workers(&ctx)
+        dispatch::handlers::Dispatcher::start_workers(&ctx)
             .map_err(|e| Error::io("starting worker threads", e))?;
         let accept_ctx = ctx.clone();
         ThreadRegistry::spawn(

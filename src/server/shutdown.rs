@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::server::context::ServerContext;
-use crate::server::threads::{StuckThread, ThreadRegistry, ThreadRole};
+use crate::server::runtime::threads::{StuckThread, ThreadRegistry, ThreadRole};
 
 /// How much longer than CloseWaitMs phase 2 waits: connection threads start their own
 /// CloseWaitMs clock when they notice the shutdown, a little after phase 1.

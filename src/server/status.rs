@@ -12,7 +12,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use crate::message::format_time;
 use crate::server::context::{ConnState, ServerContext};
 use crate::server::events::unsequenced_event;
-use crate::server::threads::{Activity, ThreadTag};
+use crate::server::runtime::threads::{Activity, ThreadTag};
 
 /// Samples this process's memory through sysinfo. Kept between calls: a refresh of one process
 /// is a couple of `/proc` reads.

@@ -3,12 +3,14 @@
 
 use serde_json::{Value, json};
 
+use super::system as system_channel;
 use super::{Connection, InFlight, MAX_IN_FLIGHT};
 use crate::message::{self, Command, ErrorCode, Incoming, ReplyTo, WireError};
-use crate::server::auth::{Credential, Role};
 use crate::server::context::ConnState;
-use crate::server::dispatch::Dispatcher;
-use crate::server::{signature, status, system_channel};
+use crate::server::dispatch::handlers::Dispatcher;
+use crate::server::security::auth::{Credential, Role};
+use crate::server::security::signature;
+use crate::server::status;
 use crate::wake;
 
 impl Connection {

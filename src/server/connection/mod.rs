@@ -19,17 +19,17 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::message::{self, ErrorCode, ReplyTo, WireError};
-use crate::server::auth::Identity;
 use crate::server::context::{ConnState, ConnectionShared, Metrics, Outbound, ServerContext};
-use crate::server::events::{self, EventBody, Session};
-use crate::server::handshake::{self, ClientStream, Outcome};
-use crate::server::limits::TokenBucket;
-use crate::server::threads::{self, ThreadRegistry, ThreadRole};
+use crate::server::events::{self, EventBody, Session, direct};
+use crate::server::net::handshake::{self, ClientStream, Outcome};
+use crate::server::runtime::threads::{self, ThreadRegistry, ThreadRole};
+use crate::server::security::auth::Identity;
+use crate::server::security::limits::TokenBucket;
 use crate::wake::{self, Interest, Readiness, Waker};
 
-pub(super) mod direct;
 mod incoming;
 mod outgoing;
+pub(crate) mod system;
 mod timers;
 
 /// Commands one client may have waiting for a handler at once; more get `rate_limited`.

@@ -17,10 +17,11 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::message::{ErrorCode, WireError, is_reserved_channel, is_valid_name, timestamp_now};
-use crate::server::auth::Identity;
-use crate::server::connection::direct::{self, Direct};
 use crate::server::context::{ConnectionShared, Metrics, Outbound};
+use crate::server::security::auth::Identity;
+use direct::Direct;
 
+pub(crate) mod direct;
 mod event;
 mod session;
 mod subscriptions;

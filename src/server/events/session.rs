@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use super::EventBody;
-use crate::server::auth::Identity;
 use crate::server::context::ConnectionShared;
+use crate::server::security::auth::Identity;
 
 pub(super) struct Unacked {
     pub(super) body: Arc<EventBody>,

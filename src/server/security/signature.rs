@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use ring::hmac;
 
 use crate::message::{Command, ErrorCode, WireError};
-use crate::server::auth::{AuthMethod, Credential, Identity};
 use crate::server::context::ServerContext;
+use crate::server::security::auth::{AuthMethod, Credential, Identity};
 
 /// How far a signed message's timestamp may be from the server clock.
 pub(crate) const SIGNATURE_WINDOW: Duration = Duration::from_secs(30);

@@ -19,11 +19,11 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{WebSocket, accept_hdr_with_config};
 
-use crate::server::admission::admit;
-pub(crate) use crate::server::admission::release_slot;
-use crate::server::auth::Identity;
 use crate::server::context::{ConnState, ConnectionShared, ServerContext};
-pub(crate) use crate::server::stream::ClientStream;
+use crate::server::net::admission::admit;
+pub(crate) use crate::server::net::admission::release_slot;
+pub(crate) use crate::server::net::stream::ClientStream;
+use crate::server::security::auth::Identity;
 use crate::tls_io;
 use crate::wake::{self, Interest};
 

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::server::connection;
 use crate::server::context::ServerContext;
-use crate::server::threads::{Activity, ThreadTag};
+use crate::server::runtime::threads::{Activity, ThreadTag};
 use crate::wake::{self, Interest, Waker};
 
 /// Pending connections the kernel queues for us.

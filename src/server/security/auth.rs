@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use crate::server::jwt::JwtVerifier;
-use crate::server::session_tokens::SessionTokens;
+use crate::server::security::jwt::JwtVerifier;
+use crate::server::security::session_tokens::SessionTokens;
 
 /// What a client may do, from least to most (docs/protocol.md §3). `Service` is a device controller
 /// process; it may do what an operator may plus register channels and publish.

@@ -11,9 +11,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::Value;
 
 use crate::message::{self, Command, ErrorCode, ReplyTo, WireError};
-use crate::server::auth::Identity;
 use crate::server::context::{ConnectionShared, Outbound, ServerContext};
-use crate::server::threads::{Activity, ThreadRegistry, ThreadRole};
+use crate::server::runtime::threads::{Activity, ThreadRegistry, ThreadRole};
+use crate::server::security::auth::Identity;
 
 /// A command as a handler sees it.
 #[derive(Debug, Clone)]

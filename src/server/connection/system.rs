@@ -7,9 +7,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::message::{Command, ErrorCode, WireError};
-use crate::server::auth::{Identity, Role};
 use crate::server::context::{ConnectionShared, Outbound, ServerContext};
 use crate::server::events::{Event, Priority, Session};
+use crate::server::security::auth::{Identity, Role};
 use crate::server::status;
 
 /// The role each built-in action needs; `None` for actions that do not exist.

@@ -1,9 +1,9 @@
 //! Admission of an upgrade request: the subprotocol, the credentials (header or query), the
 //! address's block and handshake rate, and a MaxConnections / MaxConnectionsPerIp slot.
 
-use crate::server::auth::{Credential, Identity};
 use crate::server::context::{ConnState, ConnectionShared, ServerContext};
-use crate::server::handshake::{Rejection, RequestHead};
+use crate::server::net::handshake::{Rejection, RequestHead};
+use crate::server::security::auth::{Credential, Identity};
 
 pub(super) struct Admitted {
     pub(super) protocol: Option<String>,

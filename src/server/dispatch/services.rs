@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use crate::message::{
     self, Command, ErrorCode, ReplyTo, ServiceResponse, WireError, is_valid_name, timestamp_now,
 };
-use crate::server::auth::Identity;
 use crate::server::context::{ConnectionShared, Outbound, ServerContext};
+use crate::server::security::auth::Identity;
 
 struct Pending {
     caller: Arc<ConnectionShared>,

@@ -1,0 +1,5 @@
+//! Where a command on an application channel goes: a handler registered in this process
+//! (`handlers`, run on the worker pool) or a service connection (`services`).
+
+pub(crate) mod handlers;
+pub(crate) mod services;
