@@ -58,6 +58,7 @@ mod error;
 pub mod fuzzing;
 mod json_keys;
 pub mod message;
+mod secret;
 mod server;
 mod tls_io;
 mod wake;

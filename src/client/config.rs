@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::server::Secret;
+use crate::secret::Secret;
 
 /// How the client proves who it is in the upgrade request (`Authorization` header).
 #[derive(Clone)]

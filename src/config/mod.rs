@@ -11,7 +11,7 @@ use reader::Section;
 use sections::{parse_delivery, parse_jwt, parse_keys, parse_level, parse_rate_limit};
 
 use crate::error::Error;
-use crate::server::security::auth::{ApiKey, Role, Secret};
+use crate::server::security::identity::{ApiKey, Role, Secret};
 use crate::server::security::jwt::JwtConfig;
 use crate::server::security::session_tokens::SessionTokenConfig;
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::reader::Section;
 use super::{DeliveryConfig, LoadReport, RateLimitConfig};
 use crate::error::Error;
-use crate::server::security::auth::{ApiKey, Role};
+use crate::server::security::identity::{ApiKey, Role};
 use crate::server::security::jwt::JwtConfig;
 
 pub(super) fn parse_keys(v: &Value) -> Result<Vec<ApiKey>, Error> {

@@ -6,6 +6,8 @@ pub(crate) mod context;
 mod dispatch;
 mod events;
 mod net;
+mod publisher;
+mod registry;
 mod runtime;
 pub(crate) mod security;
 mod shutdown;
@@ -19,9 +21,10 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 pub use dispatch::handlers::{HandlerResult, Request};
-pub use events::{Event, Priority, Publisher};
+pub use events::{Event, Priority};
+pub use publisher::Publisher;
 pub use runtime::threads::StuckThread;
-pub use security::auth::{ApiKey, AuthMethod, Identity, Role, Secret};
+pub use security::identity::{ApiKey, AuthMethod, Identity, Role, Secret};
 pub use security::jwt::JwtConfig;
 pub use security::session_tokens::SessionTokenConfig;
 pub use shutdown::ShutdownReport;
@@ -30,7 +33,7 @@ use crate::config::Config;
 use crate::error::Error;
 use context::ServerContext;
 use net::{listener, tls};
-use runtime::threads::{ThreadRegistry, ThreadRole};
+use runtime::threads::ThreadRole;
 use security::{jwt, session_tokens};
 
 /// Stack of the accept thread: it only polls and spawns.
@@ -91,38 +94,39 @@ impl Server {
             ctx: ctx.clone(),
             report: Mutex::new(None),
         };
-        dispatch::handlers::Dispatcher::start_workers(&ctx)
+        ctx.dispatch
+            .start_workers(&ctx.threads, ctx.config.thread_pool_size, ctx.started_at)
             .map_err(|e| Error::io("starting worker threads", e))?;
         let accept_ctx = ctx.clone();
-        ThreadRegistry::spawn(
-            &ctx,
-            ThreadRole::Accept,
-            "hws-accept".into(),
-            ACCEPT_STACK,
-            None,
-            move |tag| listener::accept_loop(accept_ctx, listeners, tag),
-        )
-        .map_err(|e| Error::io("starting the accept thread", e))?;
+        ctx.threads
+            .spawn(
+                ThreadRole::Accept,
+                "hws-accept".into(),
+                ACCEPT_STACK,
+                None,
+                move |tag| listener::accept_loop(accept_ctx, listeners, tag),
+            )
+            .map_err(|e| Error::io("starting the accept thread", e))?;
         let status_ctx = ctx.clone();
-        ThreadRegistry::spawn(
-            &ctx,
-            ThreadRole::Status,
-            "hws-status".into(),
-            STATUS_STACK,
-            None,
-            move |tag| status::status_loop(status_ctx, tag),
-        )
-        .map_err(|e| Error::io("starting the status thread", e))?;
+        ctx.threads
+            .spawn(
+                ThreadRole::Status,
+                "hws-status".into(),
+                STATUS_STACK,
+                None,
+                move |tag| status::status_loop(status_ctx, tag),
+            )
+            .map_err(|e| Error::io("starting the status thread", e))?;
         let flush_ctx = ctx.clone();
-        ThreadRegistry::spawn(
-            &ctx,
-            ThreadRole::Flush,
-            "hws-flush".into(),
-            FLUSH_STACK,
-            None,
-            move |_tag| flush_ctx.flusher.run(),
-        )
-        .map_err(|e| Error::io("starting the flush thread", e))?;
+        ctx.threads
+            .spawn(
+                ThreadRole::Flush,
+                "hws-flush".into(),
+                FLUSH_STACK,
+                None,
+                move |_tag| flush_ctx.flusher.run(),
+            )
+            .map_err(|e| Error::io("starting the flush thread", e))?;
         Ok(handle)
     }
 }
@@ -186,12 +190,12 @@ impl ServerHandle {
 
     /// The thread dump that `system/threads` answers (README, Operating it).
     pub fn thread_dump(&self) -> Value {
-        Value::Array(self.ctx.threads.dump(&self.ctx))
+        Value::Array(self.ctx.threads.dump(self.ctx.uptime_ms()))
     }
 
     /// Writes the thread dump to the log at info level (the binary does this on SIGUSR1).
     pub fn log_thread_dump(&self) {
-        for t in self.ctx.threads.dump(&self.ctx) {
+        for t in self.ctx.threads.dump(self.ctx.uptime_ms()) {
             log::info!("thread {t}");
         }
     }

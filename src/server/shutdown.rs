@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::server::context::ServerContext;
-use crate::server::runtime::threads::{StuckThread, ThreadRegistry, ThreadRole};
+use crate::server::runtime::threads::{StuckThread, ThreadRole};
 
 /// How much longer than CloseWaitMs phase 2 waits: connection threads start their own
 /// CloseWaitMs clock when they notice the shutdown, a little after phase 1.
@@ -62,7 +62,9 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
     // frame (up to CloseWaitMs).
     let t = Instant::now();
     let deadline = t + ctx.config.close_wait + CLOSE_PHASE_MARGIN;
-    let closed = ThreadRegistry::wait_exited(ctx, Some(ThreadRole::Connection), deadline, true);
+    let closed = ctx
+        .threads
+        .wait_exited(Some(ThreadRole::Connection), deadline, true);
     report.phase_ms[1] = ms(t);
     log::info!(
         "shutdown phase 2 (close{}): {:.2} ms",
@@ -73,11 +75,14 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
     // Phase 3: join every thread that has signalled its exit, against one JoinMs deadline.
     let t = Instant::now();
     ctx.dispatch.stop_workers();
-    let all_exited = ThreadRegistry::wait_exited(ctx, None, t + ctx.config.join_timeout, true);
+    let all_exited = ctx
+        .threads
+        .wait_exited(None, t + ctx.config.join_timeout, true);
     if !all_exited && ctx.shutdown.waits_skipped() {
         // Skipping waits is about clients; our own threads exit within microseconds of
         // being told, so give them a short grace rather than reporting them stuck.
-        ThreadRegistry::wait_exited(ctx, None, Instant::now() + FALLBACK_GRACE, false);
+        ctx.threads
+            .wait_exited(None, Instant::now() + FALLBACK_GRACE, false);
     }
     let joined = ctx.threads.reap();
     report.phase_ms[2] = ms(t);
@@ -123,7 +128,8 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
         c.waker.wake();
     }
     if report.sockets_forced > 0 || ctx.threads.running(None) > 0 {
-        ThreadRegistry::wait_exited(ctx, None, Instant::now() + FALLBACK_GRACE, true);
+        ctx.threads
+            .wait_exited(None, Instant::now() + FALLBACK_GRACE, true);
     }
     ctx.threads.reap();
     report.stuck_threads = ctx.threads.stuck();

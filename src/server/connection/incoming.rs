@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use super::system as system_channel;
 use super::{Connection, InFlight, MAX_IN_FLIGHT};
 use crate::message::{self, Command, ErrorCode, Incoming, ReplyTo, WireError};
-use crate::server::context::ConnState;
-use crate::server::dispatch::handlers::Dispatcher;
-use crate::server::security::auth::{Credential, Role};
+use crate::server::dispatch::router;
+use crate::server::registry::state::ConnState;
+use crate::server::security::identity::{Credential, Role};
 use crate::server::security::signature;
 use crate::server::status;
 use crate::wake;
@@ -101,7 +101,7 @@ impl Connection {
             identity.role.allows(Role::Operator)
         };
         let checked = if permitted {
-            signature::check(&self.ctx, &identity, &cmd)
+            signature::check(&self.ctx.signed, &self.ctx.auth, &identity, &cmd)
         } else {
             Ok(())
         };
@@ -149,10 +149,12 @@ impl Connection {
             );
             return self.send(message::response_error(&to, &err));
         }
-        match Dispatcher::dispatch(&self.ctx, &self.shared, &identity, cmd) {
-            Ok(()) => self.in_flight.push(InFlight {
+        let ctx = &self.ctx;
+        match router::route(&ctx.dispatch, &ctx.services, &self.shared, &identity, cmd) {
+            Ok(forwarded_as) => self.in_flight.push(InFlight {
                 to,
                 deadline: wake::after(self.ctx.config.handler_timeout),
+                forwarded_as,
             }),
             Err(err) => self.send(message::response_error(&to, &err)),
         }

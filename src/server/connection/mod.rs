@@ -19,11 +19,16 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::message::{self, ErrorCode, ReplyTo, WireError};
-use crate::server::context::{ConnState, ConnectionShared, Metrics, Outbound, ServerContext};
+use crate::server::context::ServerContext;
 use crate::server::events::{self, EventBody, Session, direct};
-use crate::server::net::handshake::{self, ClientStream, Outcome};
-use crate::server::runtime::threads::{self, ThreadRegistry, ThreadRole};
-use crate::server::security::auth::Identity;
+use crate::server::net::admission;
+use crate::server::net::handshake::{self, Outcome};
+use crate::server::net::stream::ClientStream;
+use crate::server::registry::handle::{ConnectionHandle, Outbound};
+use crate::server::registry::metrics::Metrics;
+use crate::server::registry::state::ConnState;
+use crate::server::runtime::threads::{self, ThreadRole};
+use crate::server::security::identity::Identity;
 use crate::server::security::limits::TokenBucket;
 use crate::wake::{self, Interest, Readiness, Waker};
 
@@ -52,7 +57,7 @@ pub(crate) fn spawn(
     let id = ctx.next_connection_id();
     let (tx, rx) = crossbeam_channel::unbounded();
     let for_refusal = tcp.clone();
-    let shared = Arc::new(ConnectionShared::new(
+    let shared = Arc::new(ConnectionHandle::new(
         id,
         peer,
         Arc::downgrade(&tcp),
@@ -66,8 +71,7 @@ pub(crate) fn spawn(
         *registry.per_ip.entry(peer.ip()).or_insert(0) += 1;
     }
     let (thread_ctx, thread_shared) = (ctx.clone(), shared.clone());
-    let spawned = ThreadRegistry::spawn(
-        ctx,
+    let spawned = ctx.threads.spawn(
         ThreadRole::Connection,
         format!("hws-conn-{id}"),
         ctx.config.thread_stack_size,
@@ -83,7 +87,7 @@ pub(crate) fn spawn(
 
 fn run(
     ctx: Arc<ServerContext>,
-    shared: Arc<ConnectionShared>,
+    shared: Arc<ConnectionHandle>,
     tcp: Arc<TcpStream>,
     rx: Receiver<Outbound>,
 ) {
@@ -103,11 +107,7 @@ fn run(
             };
             unregister(&ctx, &shared, end);
         }
-        Outcome::Upgraded {
-            ws,
-            identity,
-            counted,
-        } => {
+        Outcome::Upgraded { ws, identity } => {
             // The handshake's deep frames are done with: an idle connection keeps only the
             // pages its loop uses.
             threads::release_stack_below();
@@ -121,9 +121,10 @@ fn run(
                     .detach(session, shared.id, ctx.config.sessions_per_identity());
             }
             ctx.services.service_gone(shared.id);
-            if counted {
-                handshake::release_slot(&ctx);
+            for forwarded in conn.in_flight.drain(..).filter_map(|f| f.forwarded_as) {
+                ctx.services.forget(&forwarded);
             }
+            admission::release_slot(&ctx);
             // Unregister first: the socket must stay open while phase 5 may still reach it.
             unregister(&ctx, &shared, end);
             drop(conn);
@@ -133,7 +134,7 @@ fn run(
     }
 }
 
-fn unregister(ctx: &ServerContext, shared: &ConnectionShared, end: ConnState) {
+fn unregister(ctx: &ServerContext, shared: &ConnectionHandle, end: ConnState) {
     shared.set_state(end, &ctx.metrics);
     let mut registry = ctx.connections.lock();
     if registry.by_id.remove(&shared.id).is_some() {
@@ -164,11 +165,13 @@ enum Flow {
 struct InFlight {
     to: ReplyTo,
     deadline: Instant,
+    /// The id a service got the command under, when a service (not a handler) has it.
+    forwarded_as: Option<String>,
 }
 
 struct Connection {
     ctx: Arc<ServerContext>,
-    shared: Arc<ConnectionShared>,
+    shared: Arc<ConnectionHandle>,
     rx: Receiver<Outbound>,
     identity: Option<Identity>,
     /// Set while Verifying: late authentication must finish by then.
@@ -214,7 +217,7 @@ struct Connection {
 impl Connection {
     fn new(
         ctx: Arc<ServerContext>,
-        shared: Arc<ConnectionShared>,
+        shared: Arc<ConnectionHandle>,
         ws: WebSocket<ClientStream>,
         rx: Receiver<Outbound>,
         identity: Option<Identity>,
@@ -601,7 +604,7 @@ impl Connection {
     }
 
     /// The connection's WebSocket, under the connection's write lock (see
-    /// [`ConnectionShared::ws`]). Hold the guard for one operation only.
+    /// [`ConnectionHandle::ws`]). Hold the guard for one operation only.
     fn ws(&self) -> MappedMutexGuard<'_, WebSocket<ClientStream>> {
         MutexGuard::map(self.shared.ws.lock(), |ws| {
             ws.as_mut().expect("the WebSocket is set at upgrade")

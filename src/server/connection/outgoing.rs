@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use super::Connection;
-use crate::server::context::Outbound;
 use crate::server::events::EventBody;
+use crate::server::registry::handle::Outbound;
 use crate::wake;
 
 /// Events taken off the queue before they are written (and sorted by priority).

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::message::{Command, ErrorCode, WireError};
-use crate::server::context::{ConnectionShared, Outbound, ServerContext};
+use crate::server::context::ServerContext;
 use crate::server::events::{Event, Priority, Session};
-use crate::server::security::auth::{Identity, Role};
+use crate::server::registry::handle::{ConnectionHandle, Outbound};
+use crate::server::security::identity::{Identity, Role};
 use crate::server::status;
 
 /// The role each built-in action needs; `None` for actions that do not exist.
@@ -25,7 +26,7 @@ pub(crate) fn required_role(action: &str) -> Option<Role> {
 /// Runs a `system` command for an authenticated client; the result becomes the response.
 pub(crate) fn handle(
     ctx: &ServerContext,
-    caller: &Arc<ConnectionShared>,
+    caller: &Arc<ConnectionHandle>,
     identity: &Identity,
     session: &Arc<Session>,
     cmd: &Command,
@@ -62,7 +63,7 @@ pub(crate) fn handle(
         "status" => Ok(status::status_object(ctx)),
         "info" => Ok(status::info_object(ctx)),
         "threads" => {
-            let threads = ctx.threads.dump(ctx);
+            let threads = ctx.threads.dump(ctx.uptime_ms());
             Ok(json!({"count": threads.len(), "threads": threads}))
         }
         "disconnect" => disconnect(ctx, caller, identity, cmd),
@@ -72,14 +73,16 @@ pub(crate) fn handle(
         }
         "unsubscribe" => ctx.events.unsubscribe(session, &cmd.data),
         "publish" => publish(ctx, caller, &cmd.data),
-        "register" => ctx.services.register(ctx, caller, &cmd.data),
+        "register" => ctx
+            .services
+            .register(|c| ctx.dispatch.has_handler(c), caller, &cmd.data),
         _ => unreachable!("required_role covers every action handled here"),
     }
 }
 
 fn disconnect(
     ctx: &ServerContext,
-    caller: &ConnectionShared,
+    caller: &ConnectionHandle,
     identity: &Identity,
     cmd: &Command,
 ) -> Result<Value, WireError> {
@@ -118,7 +121,7 @@ fn disconnect(
 /// ends (`connection::direct`).
 fn publish(
     ctx: &ServerContext,
-    caller: &ConnectionShared,
+    caller: &ConnectionHandle,
     data: &Value,
 ) -> Result<Value, WireError> {
     let field = |k: &str| data.get(k).and_then(Value::as_str);

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use tungstenite::Message;
 
-use super::{Connection, Flow};
+use super::{Connection, Flow, InFlight};
 use crate::message::{self, ErrorCode, WireError};
-use crate::server::context::ConnState;
 use crate::server::events::Redelivery;
+use crate::server::registry::state::ConnState;
 use crate::wake;
 
 impl Connection {
@@ -33,6 +33,9 @@ impl Connection {
                 && self.in_flight.is_empty();
             if self.close_deadline.is_none() && (flushed || now >= deadline) {
                 for pending in std::mem::take(&mut self.in_flight) {
+                    if let Some(id) = &pending.forwarded_as {
+                        self.ctx.services.forget(id);
+                    }
                     let err = WireError::new(
                         ErrorCode::ShuttingDown,
                         "the server shut down before the handler answered",
@@ -119,15 +122,17 @@ impl Connection {
                 }
             }
         }
-        let mut expired = Vec::new();
-        self.in_flight.retain(|f| {
-            let keep = now < f.deadline;
-            if !keep {
-                expired.push(f.to.clone());
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|f| now >= f.deadline);
+        self.in_flight = waiting;
+        for InFlight {
+            to, forwarded_as, ..
+        } in expired
+        {
+            if let Some(id) = forwarded_as {
+                self.ctx.services.forget(&id);
             }
-            keep
-        });
-        for to in expired {
             let err = WireError::new(
                 ErrorCode::Timeout,
                 format!(

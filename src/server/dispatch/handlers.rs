@@ -11,9 +11,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::Value;
 
 use crate::message::{self, Command, ErrorCode, ReplyTo, WireError};
-use crate::server::context::{ConnectionShared, Outbound, ServerContext};
-use crate::server::runtime::threads::{Activity, ThreadRegistry, ThreadRole};
-use crate::server::security::auth::Identity;
+use crate::server::registry::handle::{ConnectionHandle, Outbound};
+use crate::server::runtime::threads::{Activity, ThreadRegistry, ThreadRole, ThreadTag};
+use crate::server::security::identity::Identity;
 
 /// A command as a handler sees it.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub struct Request {
 /// What a handler returns: the response `data`, or an error the client receives as is.
 pub type HandlerResult = Result<Value, WireError>;
 
-type HandlerFn = dyn Fn(&Request) -> HandlerResult + Send + Sync + 'static;
+pub(crate) type HandlerFn = dyn Fn(&Request) -> HandlerResult + Send + Sync + 'static;
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 #[derive(Debug, Default)]
@@ -154,70 +154,68 @@ impl Dispatcher {
         self.queue_ready.notify_all();
     }
 
-    /// Starts `ThreadPoolSize` workers named `hws-worker-<n>`.
-    pub(crate) fn start_workers(ctx: &Arc<ServerContext>) -> std::io::Result<()> {
-        let cap = per_channel_cap(ctx.config.thread_pool_size);
-        for n in 0..ctx.config.thread_pool_size {
-            let worker_ctx = ctx.clone();
-            ThreadRegistry::spawn(
-                ctx,
+    /// Starts `pool_size` workers named `hws-worker-<n>` in `threads`; `started_at` is the
+    /// server's start, which their activity stamps count from.
+    pub(crate) fn start_workers(
+        self: &Arc<Self>,
+        threads: &Arc<ThreadRegistry>,
+        pool_size: usize,
+        started_at: std::time::Instant,
+    ) -> std::io::Result<()> {
+        let cap = per_channel_cap(pool_size);
+        for n in 0..pool_size {
+            let d = self.clone();
+            threads.spawn(
                 ThreadRole::Worker,
                 format!("hws-worker-{n}"),
                 WORKER_STACK,
                 None,
-                move |tag| {
-                    let d = &worker_ctx.dispatch;
-                    loop {
-                        let (channel, job) = {
-                            let mut q = d.queue.lock();
-                            loop {
-                                if q.stopping {
-                                    return;
-                                }
-                                if let Some(job) = q.take_runnable(cap) {
-                                    break job;
-                                }
-                                tag.set(Activity::Waiting, worker_ctx.uptime_ms());
-                                d.queue_ready.wait(&mut q);
-                            }
-                        };
-                        tag.set(Activity::Running, worker_ctx.uptime_ms());
-                        (job.0)();
-                        d.queue.lock().finished(&channel);
-                        // A job of this channel may have been waiting for the cap.
-                        d.queue_ready.notify_all();
-                    }
-                },
+                move |tag| d.work(cap, &tag, started_at),
             )?;
         }
         Ok(())
     }
 
-    /// Routes a command on an application channel to its handler on the worker pool. The
-    /// response (or error) is queued to `conn` under the command's id. Errors returned here
-    /// (no handler, shutting down) are for the caller to send at once.
-    pub(crate) fn dispatch(
-        ctx: &Arc<ServerContext>,
-        conn: &Arc<ConnectionShared>,
+    /// A worker's loop: runs jobs whose channel is under `cap` until the workers stop.
+    fn work(&self, cap: usize, tag: &ThreadTag, started_at: std::time::Instant) {
+        let now_ms = || started_at.elapsed().as_millis() as u64;
+        loop {
+            let (channel, job) = {
+                let mut q = self.queue.lock();
+                loop {
+                    if q.stopping {
+                        return;
+                    }
+                    if let Some(job) = q.take_runnable(cap) {
+                        break job;
+                    }
+                    tag.set(Activity::Waiting, now_ms());
+                    self.queue_ready.wait(&mut q);
+                }
+            };
+            tag.set(Activity::Running, now_ms());
+            (job.0)();
+            self.queue.lock().finished(&channel);
+            // A job of this channel may have been waiting for the cap.
+            self.queue_ready.notify_all();
+        }
+    }
+
+    /// The handler registered for `channel`, if any.
+    pub(crate) fn handler_for(&self, channel: &str) -> Option<Arc<HandlerFn>> {
+        self.handlers.read().get(channel).cloned()
+    }
+
+    /// Runs `command` with `handler` on the worker pool; the response (or error) is queued
+    /// to `conn` under the command's id. An error (shutting down) is for the caller to send
+    /// at once.
+    pub(crate) fn submit_command(
+        &self,
+        handler: Arc<HandlerFn>,
+        conn: &Arc<ConnectionHandle>,
         identity: &Identity,
         command: Command,
     ) -> Result<(), WireError> {
-        let handler = ctx.dispatch.handlers.read().get(&command.channel).cloned();
-        let Some(handler) = handler else {
-            return match ctx.services.route(&command.channel) {
-                Some(service) => ctx
-                    .services
-                    .forward(ctx, &service, conn, identity, &command),
-                None => Err(WireError::new(
-                    ErrorCode::UnknownChannel,
-                    format!(
-                        "no handler or service is registered for channel {:?}",
-                        command.channel
-                    ),
-                )
-                .with_details(serde_json::json!({"channel": command.channel}))),
-            };
-        };
         let request = Request {
             connection_id: conn.id,
             peer: conn.peer,
@@ -226,7 +224,7 @@ impl Dispatcher {
         };
         let conn = conn.clone();
         let channel = request.command.channel.clone();
-        ctx.dispatch.submit(
+        self.submit(
             &channel,
             Box::new(move || run_handler(&*handler, &request, &conn)),
         )
@@ -237,7 +235,7 @@ impl Dispatcher {
 /// connection thread gets.
 const WORKER_STACK: usize = 1 << 20;
 
-fn run_handler(handler: &HandlerFn, request: &Request, conn: &ConnectionShared) {
+fn run_handler(handler: &HandlerFn, request: &Request, conn: &ConnectionHandle) {
     let to = ReplyTo::from(&request.command);
     let outcome = catch_unwind(AssertUnwindSafe(|| handler(request)));
     let text = match &outcome {

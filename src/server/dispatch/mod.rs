@@ -2,4 +2,5 @@
 //! (`handlers`, run on the worker pool) or a service connection (`services`).
 
 pub(crate) mod handlers;
+pub(crate) mod router;
 pub(crate) mod services;

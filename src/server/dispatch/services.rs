@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
@@ -15,20 +14,22 @@ use serde_json::{Value, json};
 use crate::message::{
     self, Command, ErrorCode, ReplyTo, ServiceResponse, WireError, is_valid_name, timestamp_now,
 };
-use crate::server::context::{ConnectionShared, Outbound, ServerContext};
-use crate::server::security::auth::Identity;
+use crate::server::registry::handle::{ConnectionHandle, Outbound};
+use crate::server::security::identity::Identity;
 
 struct Pending {
-    caller: Arc<ConnectionShared>,
+    caller: Arc<ConnectionHandle>,
     to: ReplyTo,
     service_id: u64,
-    deadline: Instant,
 }
 
-/// Channel → service connection, and the commands services still owe an answer.
-#[derive(Default)]
+/// Channel → service connection, and the commands services still owe an answer. A forwarded
+/// command's deadline is its caller's (the caller's connection answers `timeout` and then
+/// [`Services::forget`]s it); a command is forgotten too when its caller or service ends.
 pub(crate) struct Services {
-    routes: RwLock<HashMap<String, Arc<ConnectionShared>>>,
+    /// Commands a service connection may have queued before it counts as overloaded.
+    queue_limit: usize,
+    routes: RwLock<HashMap<String, Arc<ConnectionHandle>>>,
     pending: Mutex<HashMap<String, Pending>>,
     next_id: AtomicU64,
     forwarded: AtomicU64,
@@ -43,11 +44,23 @@ impl std::fmt::Debug for Services {
 }
 
 impl Services {
-    /// `system/register {"channels":[..]}`: `service` now handles those channels.
+    /// No services yet; a service's queue holds at most `queue_limit` commands.
+    pub(crate) fn new(queue_limit: usize) -> Self {
+        Services {
+            queue_limit,
+            routes: RwLock::default(),
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+        }
+    }
+
+    /// `system/register {"channels":[..]}`: `service` now handles those channels, unless
+    /// `has_handler` says a handler in this process serves one already.
     pub(crate) fn register(
         &self,
-        ctx: &ServerContext,
-        service: &Arc<ConnectionShared>,
+        has_handler: impl Fn(&str) -> bool,
+        service: &Arc<ConnectionHandle>,
         data: &Value,
     ) -> Result<Value, WireError> {
         let channels: Vec<String> = match data.get("channels").and_then(Value::as_array) {
@@ -75,7 +88,7 @@ impl Services {
         };
         let mut routes = self.routes.write();
         for c in &channels {
-            if ctx.dispatch.has_handler(c) {
+            if has_handler(c) {
                 return Err(WireError::new(
                     ErrorCode::InvalidMessage,
                     format!("channel {c} is served by the server itself"),
@@ -112,20 +125,19 @@ impl Services {
     }
 
     /// The service connection handling `channel`, if any.
-    pub(crate) fn route(&self, channel: &str) -> Option<Arc<ConnectionShared>> {
+    pub(crate) fn route(&self, channel: &str) -> Option<Arc<ConnectionHandle>> {
         self.routes.read().get(channel).cloned()
     }
 
-    /// Sends `command` from `caller` to `service` under a fresh id. The caller's own timer
-    /// (HandlerTimeoutMs) answers `timeout` if the service stays silent.
+    /// Sends `command` from `caller` to `service` under a fresh id, which it returns. The
+    /// caller's own timer (HandlerTimeoutMs) answers `timeout` if the service stays silent.
     pub(crate) fn forward(
         &self,
-        ctx: &ServerContext,
-        service: &Arc<ConnectionShared>,
-        caller: &Arc<ConnectionShared>,
+        service: &Arc<ConnectionHandle>,
+        caller: &Arc<ConnectionHandle>,
         identity: &Identity,
         command: &Command,
-    ) -> Result<(), WireError> {
+    ) -> Result<String, WireError> {
         let fresh = format!("fwd-{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let text = json!({
             "type": "command", "id": fresh, "timestamp": timestamp_now(),
@@ -139,11 +151,10 @@ impl Services {
                 caller: caller.clone(),
                 to: ReplyTo::from(command),
                 service_id: service.id,
-                deadline: Instant::now() + ctx.config.handler_timeout,
             },
         );
         if service
-            .push(Outbound::Text(text), ctx.config.outbound_queue_limit)
+            .push(Outbound::Text(text), self.queue_limit)
             .is_err()
         {
             self.pending.lock().remove(&fresh);
@@ -153,7 +164,7 @@ impl Services {
             ));
         }
         self.forwarded.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(fresh)
     }
 
     /// A response from service connection `service_id`: route it to the caller.
@@ -240,10 +251,10 @@ impl Services {
         }
     }
 
-    /// Forgets forwarded commands past their deadline (their callers already got `timeout`).
-    pub(crate) fn sweep(&self) {
-        let now = Instant::now();
-        self.pending.lock().retain(|_, p| p.deadline > now);
+    /// Forgets the forwarded command `forwarded_id`: its caller answered `timeout` or went
+    /// away, so a late answer has nobody to go to.
+    pub(crate) fn forget(&self, forwarded_id: &str) {
+        self.pending.lock().remove(forwarded_id);
     }
 
     pub(crate) fn figures(&self) -> Value {

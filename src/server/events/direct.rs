@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 use tungstenite::{Error as WsError, Message};
 
-use crate::server::context::{ConnectionShared, Metrics};
 use crate::server::events::EventBody;
+use crate::server::registry::handle::ConnectionHandle;
+use crate::server::registry::metrics::Metrics;
 
 /// Events a corked publisher writes before it flushes anyway (bounds the delay of a batch).
 pub(crate) const CORK_EVENTS: usize = 16;
@@ -42,11 +43,11 @@ pub(crate) enum Direct {
 /// reliable event). With `cork`, the frame is only buffered and `conn` joins the list for
 /// [`flush_corked`]. Never blocks: the write lock is only tried.
 pub(crate) fn write_event(
-    conn: &Arc<ConnectionShared>,
+    conn: &Arc<ConnectionHandle>,
     seq: u64,
     body: &EventBody,
     metrics: &Metrics,
-    cork: Option<&mut Vec<Arc<ConnectionShared>>>,
+    cork: Option<&mut Vec<Arc<ConnectionHandle>>>,
 ) -> Direct {
     if body.reliable || !conn.idle_writable.load(Ordering::Acquire) {
         return Direct::Queue;
@@ -87,7 +88,7 @@ pub(crate) fn write_event(
 }
 
 /// Flushes every connection a corked publisher wrote to, and empties the list.
-pub(crate) fn flush_corked(list: &mut Vec<Arc<ConnectionShared>>) {
+pub(crate) fn flush_corked(list: &mut Vec<Arc<ConnectionHandle>>) {
     for conn in list.drain(..) {
         conn.awaiting_flush.store(false, Ordering::Release);
         let flushed = match conn.ws.lock().as_mut() {
@@ -107,14 +108,14 @@ pub(crate) fn flush_corked(list: &mut Vec<Arc<ConnectionShared>>) {
 /// last flush).
 #[derive(Debug, Default)]
 pub(crate) struct Flusher {
-    pending: Mutex<Vec<Arc<ConnectionShared>>>,
+    pending: Mutex<Vec<Arc<ConnectionHandle>>>,
     ready: Condvar,
     stopping: AtomicBool,
 }
 
 impl Flusher {
     /// Takes `list` (emptying it) for the flush thread.
-    pub(crate) fn hand_over(&self, list: &mut Vec<Arc<ConnectionShared>>) {
+    pub(crate) fn hand_over(&self, list: &mut Vec<Arc<ConnectionHandle>>) {
         if list.is_empty() {
             return;
         }
@@ -154,7 +155,7 @@ fn flush_now(ws: &mut tungstenite::WebSocket<crate::server::net::stream::ClientS
 }
 
 /// Output is stuck in `conn`'s buffer: no more direct writes, and its thread takes over.
-fn hand_back(conn: &ConnectionShared) {
+fn hand_back(conn: &ConnectionHandle) {
     conn.idle_writable.store(false, Ordering::Release);
     conn.waker.wake();
 }

@@ -1,12 +1,10 @@
 //! What is published: [`Event`] and its [`Priority`], the once-serialized [`EventBody`] every
-//! subscriber shares, and the [`Publisher`] handle for application code.
-
-use std::sync::Arc;
+//! subscriber shares.
+#![forbid(unsafe_code)]
 
 use serde_json::{Value, json};
 
-use crate::message::{ErrorCode, WireError, timestamp_now};
-use crate::server::context::ServerContext;
+use crate::message::timestamp_now;
 
 /// Delivery order within a connection's backlog: higher first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -104,40 +102,4 @@ impl EventBody {
 /// An unsequenced event sent to one connection (welcome, status).
 pub(crate) fn unsequenced_event(channel: &str, action: &str, data: &Value) -> String {
     json!({"type": "event", "timestamp": timestamp_now(), "channel": channel, "action": action, "data": data}).to_string()
-}
-
-/// Publishes events from application code (a controller embedding the server). Cheap to
-/// clone; usable from any thread. Publishing never blocks on clients.
-#[derive(Clone, Debug)]
-pub struct Publisher {
-    pub(crate) ctx: Arc<ServerContext>,
-}
-
-impl Publisher {
-    /// Publishes an unreliable, normal-priority event; returns how many subscribers got it.
-    pub fn publish(&self, channel: &str, action: &str, data: Value) -> Result<usize, WireError> {
-        self.publish_event(Event::new(channel, action, data))
-    }
-
-    /// Publishes `event`; returns how many subscribers got it. Errors: `invalid_message` for
-    /// a bad channel or action name, `shutting_down` once shutdown began.
-    pub fn publish_event(&self, event: Event) -> Result<usize, WireError> {
-        if self.ctx.shutdown.is_requested() {
-            return Err(WireError::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down",
-            ));
-        }
-        // Direct writes are corked and flushed by `hws-flush`: the caller's thread only
-        // copies frames, and a burst of publishes goes out in one send per subscriber.
-        let mut corked = Vec::new();
-        let delivered = self.ctx.events.publish(
-            &self.ctx.config,
-            &self.ctx.metrics,
-            event,
-            Some(&mut corked),
-        );
-        self.ctx.flusher.hand_over(&mut corked);
-        delivered
-    }
 }

@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::message::{ErrorCode, WireError, is_reserved_channel, is_valid_name, timestamp_now};
-use crate::server::context::{ConnectionShared, Metrics, Outbound};
-use crate::server::security::auth::Identity;
+use crate::server::registry::handle::{ConnectionHandle, Outbound};
+use crate::server::registry::metrics::Metrics;
+use crate::server::security::identity::Identity;
 use direct::Direct;
 
 pub(crate) mod direct;
@@ -26,7 +27,7 @@ mod event;
 mod session;
 mod subscriptions;
 
-pub use event::{Event, Priority, Publisher};
+pub use event::{Event, Priority};
 pub(crate) use event::{EventBody, unsequenced_event};
 pub(crate) use session::Session;
 use session::{SessionState, Unacked};
@@ -101,7 +102,7 @@ impl EventBus {
     pub(crate) fn create_session(
         &self,
         identity: Identity,
-        conn: &Arc<ConnectionShared>,
+        conn: &Arc<ConnectionHandle>,
         max_per_identity: usize,
     ) -> Arc<Session> {
         self.expire_beyond(&identity, max_per_identity.saturating_sub(1));
@@ -180,7 +181,7 @@ impl EventBus {
         config: &Config,
         metrics: &Metrics,
         event: Event,
-        mut cork: Option<&mut Vec<Arc<ConnectionShared>>>,
+        mut cork: Option<&mut Vec<Arc<ConnectionHandle>>>,
     ) -> Result<usize, WireError> {
         if !is_valid_name(&event.channel) || !is_valid_name(&event.action) {
             return Err(WireError::new(
@@ -320,7 +321,7 @@ impl EventBus {
     pub(crate) fn resume(
         &self,
         current: &Arc<Session>,
-        conn: &Arc<ConnectionShared>,
+        conn: &Arc<ConnectionHandle>,
         data: &Value,
     ) -> Result<Resumed, WireError> {
         let (Some(session_id), Some(last_seq)) = (
@@ -431,7 +432,7 @@ impl EventBus {
     }
 
     /// Connections whose session subscribes to `system/status`.
-    pub(crate) fn status_subscribers(&self) -> Vec<Arc<ConnectionShared>> {
+    pub(crate) fn status_subscribers(&self) -> Vec<Arc<ConnectionHandle>> {
         let subscribers = self
             .by_channel
             .read()

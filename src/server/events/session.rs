@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use super::EventBody;
-use crate::server::context::ConnectionShared;
-use crate::server::security::auth::Identity;
+use crate::server::registry::handle::ConnectionHandle;
+use crate::server::security::identity::Identity;
 
 pub(super) struct Unacked {
     pub(super) body: Arc<EventBody>,
@@ -27,7 +27,7 @@ pub(super) struct SessionState {
     pub(super) ring: VecDeque<(u64, Arc<EventBody>)>,
     /// Reliable events not yet acknowledged, by seq.
     pub(super) outbox: BTreeMap<u64, Unacked>,
-    pub(super) attached: Option<Arc<ConnectionShared>>,
+    pub(super) attached: Option<Arc<ConnectionHandle>>,
     pub(super) detached_at: Option<Instant>,
     /// Reliable events were dropped because the outbox was full: resume reports a gap.
     pub(super) outbox_overflowed: bool,

@@ -1,9 +1,12 @@
 //! Admission of an upgrade request: the subprotocol, the credentials (header or query), the
 //! address's block and handshake rate, and a MaxConnections / MaxConnectionsPerIp slot.
 
-use crate::server::context::{ConnState, ConnectionShared, ServerContext};
-use crate::server::net::handshake::{Rejection, RequestHead};
-use crate::server::security::auth::{Credential, Identity};
+use crate::server::context::ServerContext;
+use crate::server::net::refusal::Rejection;
+use crate::server::net::request::RequestHead;
+use crate::server::registry::handle::ConnectionHandle;
+use crate::server::registry::state::ConnState;
+use crate::server::security::identity::{Credential, Identity};
 
 pub(super) struct Admitted {
     pub(super) protocol: Option<String>,
@@ -13,7 +16,7 @@ pub(super) struct Admitted {
 /// Subprotocol, credentials, limits; on success a MaxConnections slot is taken.
 pub(super) fn admit(
     ctx: &ServerContext,
-    conn: &ConnectionShared,
+    conn: &ConnectionHandle,
     head: &RequestHead,
 ) -> Result<Admitted, Rejection> {
     let config = &ctx.config;

@@ -6,11 +6,10 @@
 //! cannot answer a non-upgrade request; the bytes read are then replayed to tungstenite's own
 //! handshake, which validates the upgrade and writes the 101 response.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::{self, Read};
+use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 use tungstenite::handshake::HandshakeError;
@@ -19,21 +18,19 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{WebSocket, accept_hdr_with_config};
 
-use crate::server::context::{ConnState, ConnectionShared, ServerContext};
-use crate::server::net::admission::admit;
-pub(crate) use crate::server::net::admission::release_slot;
-pub(crate) use crate::server::net::stream::ClientStream;
-use crate::server::security::auth::Identity;
+use crate::server::context::ServerContext;
+use crate::server::net::admission::{admit, release_slot};
+use crate::server::net::refusal::{self, Rejection};
+use crate::server::net::request::{self, RequestHead};
+use crate::server::net::stream::ClientStream;
+use crate::server::registry::handle::ConnectionHandle;
+use crate::server::registry::state::ConnState;
+use crate::server::security::identity::Identity;
 use crate::tls_io;
 use crate::wake::{self, Interest};
 
 /// Largest request head accepted; larger gets 431.
 const MAX_HEAD_BYTES: usize = 8192;
-/// Most request headers parsed.
-const MAX_HEADERS: usize = 48;
-/// After a rejection, how long we keep reading (and discarding) so the client sees our
-/// response rather than a reset.
-const LINGER_AFTER_REJECT: Duration = Duration::from_millis(250);
 /// Cap on tungstenite's output buffer (tungstenite's own default is unbounded). A
 /// connection stops reading, and taking queued output, while its socket is write-blocked,
 /// so output grows by at most one batch and one message; the cap is the safety net that
@@ -61,229 +58,47 @@ pub(crate) enum Outcome {
     Upgraded {
         ws: Box<WebSocket<ClientStream>>,
         identity: Option<Identity>,
-        counted: bool,
     },
     /// Answered (health, rejection) or failed; the connection is over.
     Finished,
 }
 
-/// What the request head says, as far as we need it.
-pub(super) struct RequestHead {
-    pub(super) is_get: bool,
-    pub(super) path: String,
-    pub(super) query: String,
-    pub(super) is_upgrade: bool,
-    pub(super) protocols: Vec<String>,
-    /// Every `Authorization` header (more than one is ambiguous and refused).
-    pub(super) authorization: Vec<String>,
-    /// What is wrong with the upgrade itself (HTTP version, `Sec-WebSocket-Key`,
-    /// `Sec-WebSocket-Version`), found before tungstenite sees it so the client gets an answer.
-    pub(super) upgrade_problem: Option<UpgradeProblem>,
-    /// Bytes that came after the head: a client that did not wait for `101`.
-    pub(super) trailing_bytes: usize,
-}
-
-/// Why an upgrade request cannot be upgraded (RFC 6455 §4.1, §4.2.1, §4.4).
-pub(super) enum UpgradeProblem {
-    /// Not HTTP/1.1 or later.
-    HttpVersion,
-    /// `Sec-WebSocket-Key` missing, repeated, or not the base64 of 16 bytes.
-    Key(&'static str),
-    /// `Sec-WebSocket-Version` missing or not 13: 426 with the version we speak.
-    Version(String),
-}
-
-impl UpgradeProblem {
-    fn rejection(&self) -> Rejection {
-        match self {
-            UpgradeProblem::HttpVersion => Rejection::new(
-                400,
-                "Bad Request",
-                "invalid_message",
-                "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 4.1)",
-            ),
-            UpgradeProblem::Key(why) => Rejection::new(
-                400,
-                "Bad Request",
-                "invalid_message",
-                format!(
-                    "Sec-WebSocket-Key {why}: send one header holding 16 random bytes in base64 (RFC 6455 4.1)"
-                ),
-            ),
-            UpgradeProblem::Version(got) => Rejection::new(
-                426,
-                "Upgrade Required",
-                "upgrade_required",
-                format!(
-                    "Sec-WebSocket-Version {got}: this server speaks version 13 (RFC 6455 4.4)"
-                ),
-            )
-            .header("Sec-WebSocket-Version", "13"),
-        }
-    }
-}
-
-/// Whether `key` is what RFC 6455 §4.1 asks for: the base64 of 16 bytes, which is always
-/// 22 base64 characters and `==` (no decoding is needed to know).
-fn is_websocket_key(key: &str) -> bool {
-    key.len() == 24
-        && key.ends_with("==")
-        && key[..22]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-}
-
-/// A rejection: HTTP status, error code, message, extra headers.
-pub(super) struct Rejection {
-    status: u16,
-    reason: &'static str,
-    code: &'static str,
-    message: String,
-    headers: Vec<(&'static str, String)>,
-    state: ConnState,
-    violation: bool,
-}
-
-impl Rejection {
-    pub(super) fn new(
-        status: u16,
-        reason: &'static str,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Rejection {
-            status,
-            reason,
-            code,
-            message: message.into(),
-            headers: Vec::new(),
-            state: ConnState::Failed,
-            violation: false,
-        }
-    }
-    pub(super) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-    pub(super) fn state(mut self, state: ConnState) -> Self {
-        self.state = state;
-        self
-    }
-    /// Counts against the address's ViolationsBeforeBlock (failed authentication).
-    pub(super) fn violation(mut self) -> Self {
-        self.violation = true;
-        self
-    }
-}
-
 /// Runs the whole handshake for one accepted socket. Never blocks past HandshakeTimeoutMs.
 pub(crate) fn perform(
     ctx: &ServerContext,
-    conn: &ConnectionShared,
+    conn: &ConnectionHandle,
     tcp: Arc<TcpStream>,
 ) -> Outcome {
     let deadline = wake::after(ctx.config.handshake_timeout);
-    let mut stream = ClientStream {
-        tcp,
-        tls: None,
-        replay: Vec::new(),
-        replay_pos: 0,
-        last_write_blocked: false,
+    let Some(mut stream) = open_stream(ctx, conn, tcp, deadline) else {
+        return Outcome::Finished;
     };
-    if let Some(config) = &ctx.tls {
-        let tls_conn = rustls::ServerConnection::new(config.clone()).map(Box::new);
-        let done = tls_conn.map_err(|e| e.to_string()).and_then(|mut c| {
-            tls_io::handshake(&mut c, &stream.tcp, deadline)?;
-            Ok(c)
-        });
-        match done {
-            Ok(c) => stream.tls = Some(c),
-            Err(why) => {
-                ctx.metrics.count_rejection("tls_failed");
-                log::info!("conn {} {}: {why}; closed", conn.id, conn.peer);
-                conn.set_state(ConnState::Failed, &ctx.metrics);
-                return Outcome::Finished;
-            }
-        }
-    }
-    let head_bytes = match read_head(&mut stream, conn, ctx, deadline) {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return Outcome::Finished, // shutdown, or the client went away
-        Err(HeadError::Timeout) => {
-            ctx.metrics.count_rejection("handshake_timeout");
-            log::info!(
-                "conn {} {}: handshake not complete within {:?}; closed",
-                conn.id,
-                conn.peer,
-                ctx.config.handshake_timeout
-            );
-            conn.set_state(ConnState::Failed, &ctx.metrics);
-            return Outcome::Finished;
-        }
-        Err(HeadError::TooLarge) => {
-            let r = Rejection::new(
-                431,
-                "Request Header Fields Too Large",
-                "invalid_message",
-                "request head over 8 KiB",
-            );
-            return reject(ctx, conn, stream, r, deadline);
-        }
-        Err(HeadError::Malformed(why)) => {
-            return reject(ctx, conn, stream, malformed(&why), deadline);
-        }
+    let refuse = |stream, r| {
+        refusal::reject(&ctx.metrics, &ctx.limits, conn, stream, r, deadline);
+        Outcome::Finished
     };
-    let head = match parse_head(&head_bytes) {
-        Ok(h) => h,
-        Err(why) => return reject(ctx, conn, stream, malformed(&why), deadline),
+    let (head_bytes, head) = match read_request(ctx, conn, &mut stream, deadline) {
+        Ok(Some(request)) => request,
+        Ok(None) => return Outcome::Finished,
+        Err(r) => return refuse(stream, r),
     };
-    if !head.is_upgrade || !head.is_get {
-        if head.is_get && head.path == "/health" {
-            write_response(
-                &mut stream,
-                200,
-                "OK",
-                &[],
-                &json!({"status": "ok"}).to_string(),
-                deadline,
-            );
-            linger_and_close(&mut stream, deadline);
-            conn.set_state(ConnState::Closed, &ctx.metrics);
-            return Outcome::Finished;
-        }
-        let r = Rejection::new(
-            426,
-            "Upgrade Required",
-            "upgrade_required",
-            "this is a WebSocket endpoint: send an HTTP/1.1 upgrade (GET with Upgrade: websocket)",
-        )
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13");
-        return reject(ctx, conn, stream, r, deadline);
+    if head.is_get && !head.is_upgrade && head.path == "/health" {
+        answer_health(&mut stream, deadline);
+        conn.set_state(ConnState::Closed, &ctx.metrics);
+        return Outcome::Finished;
     }
-    if let Some(problem) = &head.upgrade_problem {
-        return reject(ctx, conn, stream, problem.rejection(), deadline);
-    }
-    if head.trailing_bytes > 0 {
-        // tungstenite would refuse this too ("junk after client request"), but silently.
-        let r = Rejection::new(
-            400,
-            "Bad Request",
-            "invalid_message",
-            "data sent before the handshake response: wait for 101 Switching Protocols (RFC 6455 4.1)",
-        );
-        return reject(ctx, conn, stream, r, deadline);
+    if let Some(r) = upgrade_refusal(&head) {
+        return refuse(stream, r);
     }
     let admitted = match admit(ctx, conn, &head) {
         Ok(a) => a,
-        Err(r) => return reject(ctx, conn, stream, r, deadline),
+        Err(r) => return refuse(stream, r),
     };
     stream.replay = head_bytes;
     match upgrade(ctx, conn, stream, admitted.protocol.clone(), deadline) {
         Some(ws) => Outcome::Upgraded {
             ws: Box::new(ws),
             identity: admitted.identity,
-            counted: true,
         },
         None => {
             release_slot(ctx);
@@ -293,13 +108,112 @@ pub(crate) fn perform(
     }
 }
 
-fn malformed(why: &str) -> Rejection {
-    Rejection::new(
-        400,
-        "Bad Request",
-        "invalid_message",
-        format!("malformed HTTP request: {why}"),
-    )
+/// The stream under the WebSocket: the TCP socket, after the TLS handshake when SecureMode is
+/// `tls`. `None` (counted, logged, state Failed) when TLS fails.
+fn open_stream(
+    ctx: &ServerContext,
+    conn: &ConnectionHandle,
+    tcp: Arc<TcpStream>,
+    deadline: Instant,
+) -> Option<ClientStream> {
+    let mut stream = ClientStream {
+        tcp,
+        tls: None,
+        replay: Vec::new(),
+        replay_pos: 0,
+        last_write_blocked: false,
+    };
+    let Some(config) = &ctx.tls else {
+        return Some(stream);
+    };
+    let tls_conn = rustls::ServerConnection::new(config.clone()).map(Box::new);
+    let done = tls_conn.map_err(|e| e.to_string()).and_then(|mut c| {
+        tls_io::handshake(&mut c, &stream.tcp, deadline)?;
+        Ok(c)
+    });
+    match done {
+        Ok(c) => {
+            stream.tls = Some(c);
+            Some(stream)
+        }
+        Err(why) => {
+            ctx.metrics.count_rejection("tls_failed");
+            log::info!("conn {} {}: {why}; closed", conn.id, conn.peer);
+            conn.set_state(ConnState::Failed, &ctx.metrics);
+            None
+        }
+    }
+}
+
+/// Reads and parses the request head. `Ok(None)`: nothing to answer (shutdown, the client
+/// went away, or the deadline passed, which is counted and logged here).
+fn read_request(
+    ctx: &ServerContext,
+    conn: &ConnectionHandle,
+    stream: &mut ClientStream,
+    deadline: Instant,
+) -> Result<Option<(Vec<u8>, RequestHead)>, Rejection> {
+    let bytes = match read_head(stream, conn, ctx, deadline) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(HeadError::Timeout) => {
+            ctx.metrics.count_rejection("handshake_timeout");
+            log::info!(
+                "conn {} {}: handshake not complete within {:?}; closed",
+                conn.id,
+                conn.peer,
+                ctx.config.handshake_timeout
+            );
+            conn.set_state(ConnState::Failed, &ctx.metrics);
+            return Ok(None);
+        }
+        Err(HeadError::TooLarge) => {
+            return Err(Rejection::new(
+                431,
+                "Request Header Fields Too Large",
+                "invalid_message",
+                "request head over 8 KiB",
+            ));
+        }
+        Err(HeadError::Malformed(why)) => return Err(refusal::malformed(&why)),
+    };
+    let head = request::parse_head(&bytes).map_err(|why| refusal::malformed(&why))?;
+    Ok(Some((bytes, head)))
+}
+
+/// `GET /health` without an upgrade: `200 {"status":"ok"}`.
+fn answer_health(stream: &mut ClientStream, deadline: Instant) {
+    let body = json!({"status": "ok"}).to_string();
+    refusal::write_response(stream, 200, "OK", &[], &body, deadline);
+    refusal::linger_and_close(stream, deadline);
+}
+
+/// What makes the request no WebSocket upgrade we can take, before credentials are looked at.
+fn upgrade_refusal(head: &RequestHead) -> Option<Rejection> {
+    if !head.is_upgrade || !head.is_get {
+        return Some(
+            Rejection::new(
+                426,
+                "Upgrade Required",
+                "upgrade_required",
+                "this is a WebSocket endpoint: send an HTTP/1.1 upgrade (GET with Upgrade: websocket)",
+            )
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13"),
+        );
+    }
+    if let Some(problem) = &head.upgrade_problem {
+        return Some(problem.rejection());
+    }
+    // tungstenite would refuse this too ("junk after client request"), but silently.
+    (head.trailing_bytes > 0).then(|| {
+        Rejection::new(
+            400,
+            "Bad Request",
+            "invalid_message",
+            "data sent before the handshake response: wait for 101 Switching Protocols (RFC 6455 4.1)",
+        )
+    })
 }
 
 enum HeadError {
@@ -311,7 +225,7 @@ enum HeadError {
 /// Reads until the end of the request head (`\r\n\r\n`), the deadline, or shutdown.
 fn read_head(
     stream: &mut ClientStream,
-    conn: &ConnectionShared,
+    conn: &ConnectionHandle,
     ctx: &ServerContext,
     deadline: Instant,
 ) -> Result<Option<Vec<u8>>, HeadError> {
@@ -367,79 +281,11 @@ fn read_head(
     }
 }
 
-fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(bytes) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err("incomplete request head".into()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let target = req.path.unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let all_headers: &[httparse::Header] = req.headers;
-    let header = |name: &'static str| {
-        all_headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-    };
-    let text = |h: &httparse::Header| String::from_utf8_lossy(h.value).into_owned();
-    let has_token = |name: &'static str, token: &str| {
-        header(name).any(|h| {
-            text(h)
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
-    };
-    let is_upgrade = has_token("Upgrade", "websocket") && has_token("Connection", "upgrade");
-    let keys: Vec<String> = header("Sec-WebSocket-Key")
-        .map(|h| text(h).trim().to_string())
-        .collect();
-    let versions: Vec<String> = header("Sec-WebSocket-Version")
-        .map(|h| text(h).trim().to_string())
-        .collect();
-    let upgrade_problem = if req.version != Some(1) {
-        Some(UpgradeProblem::HttpVersion)
-    } else if versions.len() != 1 || versions[0] != "13" {
-        Some(UpgradeProblem::Version(match versions.len() {
-            0 => "missing".into(),
-            1 => format!("{:?}", versions[0]),
-            _ => "given more than once".into(),
-        }))
-    } else {
-        match keys.as_slice() {
-            [] => Some(UpgradeProblem::Key("missing")),
-            [k] if is_websocket_key(k) => None,
-            [_] => Some(UpgradeProblem::Key("malformed")),
-            _ => Some(UpgradeProblem::Key("given more than once")),
-        }
-    };
-    let protocols = header("Sec-WebSocket-Protocol")
-        .flat_map(|h| {
-            text(h)
-                .split(',')
-                .map(|p| p.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .filter(|p| !p.is_empty())
-        .collect();
-    Ok(RequestHead {
-        is_get: req.method == Some("GET"),
-        path: path.to_string(),
-        query: query.to_string(),
-        is_upgrade,
-        protocols,
-        authorization: header("Authorization").map(text).collect(),
-        upgrade_problem,
-        trailing_bytes: bytes.len() - head_len,
-    })
-}
-
 /// tungstenite's handshake over the replayed head, resumed on WouldBlock until `deadline`.
 #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
 fn upgrade(
     ctx: &ServerContext,
-    conn: &ConnectionShared,
+    conn: &ConnectionHandle,
     stream: ClientStream,
     protocol: Option<String>,
     deadline: Instant,
@@ -494,126 +340,6 @@ fn upgrade(
                 }
                 attempt = mid.handshake();
             }
-        }
-    }
-}
-
-fn reject(
-    ctx: &ServerContext,
-    conn: &ConnectionShared,
-    mut stream: ClientStream,
-    r: Rejection,
-    deadline: Instant,
-) -> Outcome {
-    ctx.metrics.count_rejection(r.code);
-    if r.violation {
-        ctx.limits.violation(conn.peer.ip());
-    }
-    log::info!(
-        "conn {} {}: handshake rejected: {} {} ({})",
-        conn.id,
-        conn.peer,
-        r.status,
-        r.code,
-        r.message
-    );
-    let body =
-        json!({"error": {"code": r.code, "message": r.message, "details": {"status": r.status}}});
-    let headers: Vec<(&str, String)> = r.headers.iter().map(|(k, v)| (*k, v.clone())).collect();
-    write_response(
-        &mut stream,
-        r.status,
-        r.reason,
-        &headers,
-        &body.to_string(),
-        deadline,
-    );
-    linger_and_close(&mut stream, deadline);
-    conn.set_state(r.state, &ctx.metrics);
-    Outcome::Finished
-}
-
-/// Writes a complete HTTP response (best effort until `deadline`).
-fn write_response(
-    stream: &mut ClientStream,
-    status: u16,
-    reason: &str,
-    headers: &[(&str, String)],
-    body: &str,
-    deadline: Instant,
-) {
-    let mut text = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str("\r\n");
-    text.push_str(body);
-    let mut bytes = text.as_bytes();
-    let interest = [Interest {
-        fd: stream.raw_fd(),
-        read: false,
-        write: true,
-    }];
-    let mut ready = Vec::with_capacity(1);
-    loop {
-        let step = if bytes.is_empty() {
-            // Everything is with us or rustls: push it to the socket.
-            match stream.flush() {
-                Ok(()) => return,
-                Err(e) => Err(e),
-            }
-        } else {
-            stream.write(bytes)
-        };
-        match step {
-            Ok(0) => return,
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline
-                    || wake::wait(&interest, Some(deadline), &mut ready).is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// Half-closes and discards what the client still sends for a short while, so it reads our
-/// response instead of a connection reset.
-fn linger_and_close(stream: &mut ClientStream, deadline: Instant) {
-    if let Some(conn) = &mut stream.tls {
-        conn.send_close_notify();
-        let _ = tls_io::write_pending(conn, &stream.tcp);
-    }
-    let tcp: &TcpStream = &stream.tcp;
-    let _ = tcp.shutdown(Shutdown::Write);
-    let until = deadline.min(wake::after(LINGER_AFTER_REJECT));
-    let interest = [Interest {
-        fd: tcp.as_raw_fd(),
-        read: true,
-        write: false,
-    }];
-    let mut ready = Vec::with_capacity(1);
-    let mut sink = [0u8; 512];
-    let mut reader = tcp;
-    loop {
-        match reader.read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= until
-                    || wake::wait(&interest, Some(until), &mut ready).is_err()
-                {
-                    return;
-                }
-            }
-            Err(_) => return,
         }
     }
 }

@@ -5,5 +5,7 @@
 pub(crate) mod admission;
 pub(crate) mod handshake;
 pub(crate) mod listener;
+pub(crate) mod refusal;
+pub(crate) mod request;
 pub(crate) mod stream;
 pub(crate) mod tls;

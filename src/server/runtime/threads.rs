@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::message::format_time;
-use crate::server::context::{ConnectionShared, ServerContext};
+use crate::server::registry::handle::ConnectionHandle;
+use crate::server::runtime::signal::ShutdownSignal;
 
 /// What a thread is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,14 +79,17 @@ struct ThreadEntry {
     name: String,
     started: SystemTime,
     tag: Arc<ThreadTag>,
-    connection: Option<Arc<ConnectionShared>>,
+    connection: Option<Arc<ConnectionHandle>>,
     handle: Option<JoinHandle<()>>,
     exited: bool,
 }
 
-/// The threads the server started and has not joined yet.
-#[derive(Debug, Default)]
+/// The threads the server started and has not joined yet. Each thread that ends notifies
+/// `signal`'s condvar (when it was the last of its role), which [`ThreadRegistry::wait_exited`]
+/// and the shutdown phases wait on.
+#[derive(Debug)]
 pub(crate) struct ThreadRegistry {
+    signal: Arc<ShutdownSignal>,
     entries: Mutex<HashMap<u64, ThreadEntry>>,
     next_key: AtomicU64,
     /// Threads started and not yet exited, per [`ThreadRole`]: what the shutdown waits on,
@@ -151,17 +155,27 @@ pub(crate) fn release_stack_below() {
 }
 
 impl ThreadRegistry {
+    /// An empty registry whose exiting threads notify `signal`.
+    pub(crate) fn new(signal: Arc<ShutdownSignal>) -> Self {
+        ThreadRegistry {
+            signal,
+            entries: Mutex::default(),
+            next_key: AtomicU64::new(0),
+            running: Default::default(),
+        }
+    }
+
     /// Starts a named thread with `stack_size` bytes of stack running `body`. When `body`
     /// returns (or panics) the thread marks itself exited and notifies the shutdown condvar.
     pub(crate) fn spawn(
-        ctx: &Arc<ServerContext>,
+        self: &Arc<Self>,
         role: ThreadRole,
         name: String,
         stack_size: usize,
-        connection: Option<Arc<ConnectionShared>>,
+        connection: Option<Arc<ConnectionHandle>>,
         body: impl FnOnce(Arc<ThreadTag>) + Send + 'static,
     ) -> io::Result<()> {
-        let registry = &ctx.threads;
+        let registry = self;
         let key = registry.next_key.fetch_add(1, Ordering::Relaxed);
         let tag = Arc::new(ThreadTag::default());
         registry.entries.lock().insert(
@@ -177,7 +191,7 @@ impl ThreadRegistry {
             },
         );
         registry.running[role as usize].fetch_add(1, Ordering::AcqRel);
-        let thread_ctx = ctx.clone();
+        let thread_registry = self.clone();
         // Background threads are waited for, so that once `Server::start` returns every one
         // of them runs under its name (gdb, thread dumps, tests that count threads). A
         // connection thread is not: the accept loop must not wait on the scheduler.
@@ -188,7 +202,7 @@ impl ThreadRegistry {
             .stack_size(stack_size)
             .spawn(move || {
                 let _exit = ExitSignal {
-                    ctx: thread_ctx,
+                    registry: thread_registry,
                     key,
                     role,
                 };
@@ -258,9 +272,9 @@ impl ThreadRegistry {
             .collect()
     }
 
-    /// The thread dump (README, Operating it): one object per thread, by name.
-    pub(crate) fn dump(&self, ctx: &ServerContext) -> Vec<Value> {
-        let now_ms = ctx.uptime_ms();
+    /// The thread dump (README, Operating it): one object per thread, by name. `now_ms` is
+    /// the server's uptime, which the idle times are measured against.
+    pub(crate) fn dump(&self, now_ms: u64) -> Vec<Value> {
         let entries = self.entries.lock();
         let mut out: Vec<(String, Value)> = entries
             .values()
@@ -297,13 +311,13 @@ impl ThreadRegistry {
 
     /// Waits (on the shutdown condvar) until no thread of `role` is running, up to `deadline`.
     pub(crate) fn wait_exited(
-        ctx: &ServerContext,
+        &self,
         role: Option<ThreadRole>,
         deadline: Instant,
         skippable: bool,
     ) -> bool {
-        ctx.shutdown
-            .wait_until(deadline, skippable, || ctx.threads.running(role) == 0)
+        self.signal
+            .wait_until(deadline, skippable, || self.running(role) == 0)
     }
 }
 
@@ -316,14 +330,14 @@ fn state_of(e: &ThreadEntry) -> String {
 
 /// Marks the thread exited when its body ends, however it ends.
 struct ExitSignal {
-    ctx: Arc<ServerContext>,
+    registry: Arc<ThreadRegistry>,
     key: u64,
     role: ThreadRole,
 }
 
 impl Drop for ExitSignal {
     fn drop(&mut self) {
-        if let Some(e) = self.ctx.threads.entries.lock().get_mut(&self.key) {
+        if let Some(e) = self.registry.entries.lock().get_mut(&self.key) {
             e.exited = true;
             e.tag
                 .activity
@@ -332,9 +346,9 @@ impl Drop for ExitSignal {
         }
         // Waiters wait for a role (or all roles) to reach zero: wake them only then, not
         // once per exiting thread (1000 connections would mean 1000 wake-ups and rescans).
-        let threads = &self.ctx.threads;
+        let threads = &self.registry;
         if threads.running[self.role as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.ctx.shutdown.notify();
+            threads.signal.notify();
         }
     }
 }

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::server::security::auth::{AuthMethod, Identity, Role};
+use crate::server::security::identity::{AuthMethod, Identity, Role};
 
 /// The `Jwt` section of the config.
 #[derive(Debug, Clone)]

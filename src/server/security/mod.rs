@@ -2,6 +2,7 @@
 //! `session_tokens`), signed commands (`signature`), and rate limits and blocks (`limits`).
 
 pub(crate) mod auth;
+pub(crate) mod identity;
 pub(crate) mod jwt;
 pub(crate) mod limits;
 pub(crate) mod session_tokens;

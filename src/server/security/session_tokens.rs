@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::server::security::auth::{AuthMethod, Identity, Role};
+use crate::server::security::identity::{AuthMethod, Identity, Role};
 
 /// The `kid` and `iss` of tokens this server issues, so they are told apart from IdP tokens.
 const ISSUER: &str = "hydrogen-ws";

@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use ring::hmac;
 
 use crate::message::{Command, ErrorCode, WireError};
-use crate::server::context::ServerContext;
-use crate::server::security::auth::{AuthMethod, Credential, Identity};
+use crate::server::security::auth::Authenticator;
+use crate::server::security::identity::{AuthMethod, Credential, Identity};
 
 /// How far a signed message's timestamp may be from the server clock.
 pub(crate) const SIGNATURE_WINDOW: Duration = Duration::from_secs(30);
@@ -26,12 +26,23 @@ const MAX_REMEMBERED: usize = 65_536;
 /// command is refused when it comes again, on the same connection, after a resume, or on a
 /// fresh connection of the same identity. Only commands signed with a configured key get
 /// in, so only key holders can fill it, and it is bounded anyway.
+///
+/// It also knows which actions are SensitiveActions (`channel/action`): those must be signed.
 #[derive(Debug, Default)]
 pub(crate) struct SignedCommands {
+    sensitive: Vec<String>,
     seen: Mutex<HashMap<Vec<u8>, Instant>>,
 }
 
 impl SignedCommands {
+    /// A guard that requires signatures for `sensitive_actions` (`channel/action` names).
+    pub(crate) fn new(sensitive_actions: Vec<String>) -> Self {
+        SignedCommands {
+            sensitive: sensitive_actions,
+            seen: Mutex::default(),
+        }
+    }
+
     /// Records `tag`; an error when it was seen within the last minute or the memory is full.
     fn first_use(&self, tag: &[u8]) -> Result<(), WireError> {
         let now = Instant::now();
@@ -81,9 +92,12 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Checks `cmd`'s `auth` object for a client authenticated as `identity`.
+/// Checks `cmd`'s `auth` object for a client authenticated as `identity`: a token must be
+/// one of `identity`'s own credentials (verified by `keys`), a signature must verify with its
+/// API key and be fresh, and a sensitive action must be signed.
 pub(crate) fn check(
-    ctx: &ServerContext,
+    signed: &SignedCommands,
+    keys: &Authenticator,
     identity: &Identity,
     cmd: &Command,
 ) -> Result<(), WireError> {
@@ -94,8 +108,7 @@ pub(crate) fn check(
         } else {
             Credential::Key(token.clone())
         };
-        let other = ctx
-            .auth
+        let other = keys
             .verify(&credential)
             .map_err(|why| refused(format!("auth.token refused: {}", why.0)))?;
         if other.name != identity.name {
@@ -105,7 +118,7 @@ pub(crate) fn check(
         }
     }
     let qualified = format!("{}/{}", cmd.channel, cmd.action);
-    let sensitive = ctx.config.sensitive_actions.contains(&qualified);
+    let sensitive = signed.sensitive.contains(&qualified);
     if sensitive && identity.method != AuthMethod::Key {
         return Err(WireError::new(
             ErrorCode::Forbidden,
@@ -138,7 +151,7 @@ pub(crate) fn check(
         )));
     }
     let secret = match identity.method {
-        AuthMethod::Key => ctx.auth.key_secret(&identity.name),
+        AuthMethod::Key => keys.key_secret(&identity.name),
         _ => None,
     };
     let Some(secret) = secret else {
@@ -153,5 +166,5 @@ pub(crate) fn check(
     let payload = signing_payload(&cmd.id, timestamp, &cmd.channel, &cmd.action, &cmd.data);
     hmac::verify(&key, payload.as_bytes(), &expected)
         .map_err(|_| refused("auth.signature does not verify"))?;
-    ctx.signed.first_use(&expected)
+    signed.first_use(&expected)
 }

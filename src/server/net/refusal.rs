@@ -1,0 +1,199 @@
+//! Refusing an upgrade request: the HTTP status, the JSON error body every refusal carries
+//! (docs/protocol.md §1), written within the handshake deadline, then a short linger so the
+//! client reads the answer rather than a reset.
+#![forbid(unsafe_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::server::net::stream::ClientStream;
+use crate::server::registry::handle::ConnectionHandle;
+use crate::server::registry::metrics::Metrics;
+use crate::server::registry::state::ConnState;
+use crate::server::security::limits::Limits;
+use crate::tls_io;
+use crate::wake::{self, Interest};
+
+/// After a rejection, how long we keep reading (and discarding) so the client sees our
+/// response rather than a reset.
+const LINGER_AFTER_REJECT: Duration = Duration::from_millis(250);
+
+/// A rejection: HTTP status, error code, message, extra headers.
+pub(crate) struct Rejection {
+    status: u16,
+    reason: &'static str,
+    code: &'static str,
+    message: String,
+    headers: Vec<(&'static str, String)>,
+    state: ConnState,
+    violation: bool,
+}
+
+impl Rejection {
+    pub(crate) fn new(
+        status: u16,
+        reason: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Rejection {
+            status,
+            reason,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+            state: ConnState::Failed,
+            violation: false,
+        }
+    }
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    pub(crate) fn state(mut self, state: ConnState) -> Self {
+        self.state = state;
+        self
+    }
+    /// Counts against the address's ViolationsBeforeBlock (failed authentication).
+    pub(crate) fn violation(mut self) -> Self {
+        self.violation = true;
+        self
+    }
+}
+
+/// 400 for a request head `httparse` refused (`why`).
+pub(crate) fn malformed(why: &str) -> Rejection {
+    Rejection::new(
+        400,
+        "Bad Request",
+        "invalid_message",
+        format!("malformed HTTP request: {why}"),
+    )
+}
+
+/// Answers `r` on `stream` (best effort until `deadline`), counts it in `metrics` (and as a
+/// violation of the address in `limits` when it is one), closes, and leaves `conn` in the
+/// rejection's state.
+pub(crate) fn reject(
+    metrics: &Metrics,
+    limits: &Limits,
+    conn: &ConnectionHandle,
+    mut stream: ClientStream,
+    r: Rejection,
+    deadline: Instant,
+) {
+    metrics.count_rejection(r.code);
+    if r.violation {
+        limits.violation(conn.peer.ip());
+    }
+    log::info!(
+        "conn {} {}: handshake rejected: {} {} ({})",
+        conn.id,
+        conn.peer,
+        r.status,
+        r.code,
+        r.message
+    );
+    let body =
+        json!({"error": {"code": r.code, "message": r.message, "details": {"status": r.status}}});
+    let headers: Vec<(&str, String)> = r.headers.iter().map(|(k, v)| (*k, v.clone())).collect();
+    write_response(
+        &mut stream,
+        r.status,
+        r.reason,
+        &headers,
+        &body.to_string(),
+        deadline,
+    );
+    linger_and_close(&mut stream, deadline);
+    conn.set_state(r.state, metrics);
+}
+
+/// Writes a complete HTTP response (best effort until `deadline`).
+pub(crate) fn write_response(
+    stream: &mut ClientStream,
+    status: u16,
+    reason: &str,
+    headers: &[(&str, String)],
+    body: &str,
+    deadline: Instant,
+) {
+    let mut text = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    let mut bytes = text.as_bytes();
+    let interest = [Interest {
+        fd: stream.raw_fd(),
+        read: false,
+        write: true,
+    }];
+    let mut ready = Vec::with_capacity(1);
+    loop {
+        let step = if bytes.is_empty() {
+            // Everything is with us or rustls: push it to the socket.
+            match stream.flush() {
+                Ok(()) => return,
+                Err(e) => Err(e),
+            }
+        } else {
+            stream.write(bytes)
+        };
+        match step {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline
+                    || wake::wait(&interest, Some(deadline), &mut ready).is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Half-closes and discards what the client still sends for a short while, so it reads our
+/// response instead of a connection reset.
+pub(crate) fn linger_and_close(stream: &mut ClientStream, deadline: Instant) {
+    if let Some(conn) = &mut stream.tls {
+        conn.send_close_notify();
+        let _ = tls_io::write_pending(conn, &stream.tcp);
+    }
+    let tcp: &TcpStream = &stream.tcp;
+    let _ = tcp.shutdown(Shutdown::Write);
+    let until = deadline.min(wake::after(LINGER_AFTER_REJECT));
+    let interest = [Interest {
+        fd: tcp.as_raw_fd(),
+        read: true,
+        write: false,
+    }];
+    let mut ready = Vec::with_capacity(1);
+    let mut sink = [0u8; 512];
+    let mut reader = tcp;
+    loop {
+        match reader.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= until
+                    || wake::wait(&interest, Some(until), &mut ready).is_err()
+                {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}

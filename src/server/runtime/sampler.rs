@@ -1,0 +1,91 @@
+//! Real figures of this process (threads, memory) and of the system it runs on, for the status
+//! and info objects.
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// Samples this process's memory through sysinfo. Kept between calls: a refresh of one process
+/// is a couple of `/proc` reads.
+pub(crate) struct ProcessSampler {
+    system: Mutex<Option<System>>,
+    pid: Pid,
+}
+
+impl std::fmt::Debug for ProcessSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProcessSampler")
+    }
+}
+
+/// Real figures of the process.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProcessFigures {
+    pub threads: u64,
+    pub virtual_bytes: u64,
+    pub resident_bytes: u64,
+}
+
+impl ProcessSampler {
+    pub(crate) fn new() -> Self {
+        ProcessSampler {
+            system: Mutex::new(System::new().ok()),
+            pid: Pid::from_u32(std::process::id()),
+        }
+    }
+
+    pub(crate) fn sample(&self) -> ProcessFigures {
+        let mut figures = ProcessFigures {
+            threads: thread_count(),
+            ..Default::default()
+        };
+        let mut guard = self.system.lock();
+        if let Some(sys) = guard.as_mut() {
+            sys.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&[self.pid]),
+                true,
+                ProcessRefreshKind::nothing().with_memory().without_tasks(),
+            );
+            if let Some(p) = sys.process(self.pid) {
+                figures.virtual_bytes = p.virtual_memory();
+                figures.resident_bytes = p.memory();
+            }
+        }
+        figures
+    }
+}
+
+/// The process's thread count from `/proc/self/status` (`Threads:`); sysinfo would list every
+/// task to count them, which costs a `/proc` read per thread.
+fn thread_count() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// The kernel's `uname(2)` fields, for `system/info`.
+pub(crate) fn uname() -> Value {
+    // SAFETY: utsname is plain old data; uname fills it and we read NUL-terminated fields.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return json!({});
+    }
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    json!({
+        "sysname": field(&u.sysname), "nodename": field(&u.nodename), "release": field(&u.release),
+        "version": field(&u.version), "machine": field(&u.machine),
+    })
+}
