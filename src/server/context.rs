@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::config::Config;
 use crate::server::dispatch::handlers::Dispatcher;
 use crate::server::dispatch::services::Services;
-use crate::server::events::EventBus;
+use crate::server::events::bus::EventBus;
 use crate::server::events::direct::Flusher;
 use crate::server::registry::Registry;
 use crate::server::registry::handle::ConnectionHandle;

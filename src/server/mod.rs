@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 pub use dispatch::handlers::{HandlerResult, Request};
-pub use events::{Event, Priority};
+pub use events::event::{Event, Priority};
 pub use publisher::Publisher;
 pub use runtime::threads::StuckThread;
 pub use security::identity::{ApiKey, AuthMethod, Identity, Role, Secret};

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::message::{ErrorCode, WireError};
 use crate::server::context::ServerContext;
-use crate::server::events::Event;
+use crate::server::events::event::Event;
 
 /// Publishes events from application code (a controller embedding the server). Cheap to
 /// clone; usable from any thread. Publishing never blocks on clients.

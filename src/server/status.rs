@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::message::format_time;
 use crate::server::context::ServerContext;
-use crate::server::events::unsequenced_event;
+use crate::server::events::event::unsequenced_event;
 use crate::server::registry::state::ConnState;
 use crate::server::runtime::sampler::uname;
 use crate::server::runtime::threads::{Activity, ThreadTag};

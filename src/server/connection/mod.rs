@@ -20,7 +20,9 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::message::{self, ErrorCode, ReplyTo, WireError};
 use crate::server::context::ServerContext;
-use crate::server::events::{self, EventBody, Session, direct};
+use crate::server::events::direct;
+use crate::server::events::event::{EventBody, unsequenced_event};
+use crate::server::events::session::Session;
 use crate::server::net::admission;
 use crate::server::net::handshake::{self, Outcome};
 use crate::server::net::stream::ClientStream;
@@ -302,7 +304,7 @@ impl Connection {
             if let Some(tokens) = self.ctx.auth.session_tokens() {
                 welcome["session_token"] = json!(tokens.issue(&identity, &session_id));
             }
-            self.send(events::unsequenced_event("system", "welcome", &welcome));
+            self.send(unsequenced_event("system", "welcome", &welcome));
         }
         loop {
             // A publisher's direct write may have left output the socket did not take.

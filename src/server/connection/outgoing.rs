@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::Connection;
-use crate::server::events::EventBody;
+use crate::server::events::event::EventBody;
 use crate::server::registry::handle::Outbound;
 use crate::wake;
 

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::message::{Command, ErrorCode, WireError};
 use crate::server::context::ServerContext;
-use crate::server::events::{Event, Priority, Session};
+use crate::server::events::event::{Event, Priority};
+use crate::server::events::session::Session;
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
 use crate::server::security::identity::{Identity, Role};
 use crate::server::status;

@@ -8,7 +8,7 @@ use tungstenite::Message;
 
 use super::{Connection, Flow, InFlight};
 use crate::message::{self, ErrorCode, WireError};
-use crate::server::events::Redelivery;
+use crate::server::events::bus::Redelivery;
 use crate::server::registry::state::ConnState;
 use crate::wake;
 

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 use tungstenite::{Error as WsError, Message};
 
-use crate::server::events::EventBody;
+use crate::server::events::event::EventBody;
 use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::metrics::Metrics;
 

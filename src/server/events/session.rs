@@ -9,7 +9,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use super::EventBody;
+use crate::server::events::event::EventBody;
 use crate::server::registry::handle::ConnectionHandle;
 use crate::server::security::identity::Identity;
 

@@ -1,14 +1,15 @@
 //! `system/subscribe` and `system/unsubscribe`: a session's channel and action filters, and the
 //! channel → sessions index the fan-out reads.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{EventBus, Session, SessionState};
 use crate::config::MAX_ACTIONS_PER_CHANNEL;
 use crate::message::{ErrorCode, WireError, is_valid_name};
+use crate::server::events::bus::EventBus;
+use crate::server::events::session::{Session, SessionState};
 
 impl EventBus {
     /// Adds channels (with an optional action filter); returns the full subscription set.
@@ -34,10 +35,7 @@ impl EventBus {
                 (Some(new), Some(existing)) => existing.extend(new.iter().cloned()),
                 (Some(_), None) => {} // already every action
             }
-            let subscribers = index.entry(c).or_default();
-            if !subscribers.iter().any(|s| Arc::ptr_eq(s, session)) {
-                subscribers.push(session.clone());
-            }
+            index.add(c, session);
         }
         Ok(st.subscription_set())
     }
@@ -63,7 +61,7 @@ impl EventBus {
             };
             if remove {
                 st.subscriptions.remove(&c);
-                remove_from_index(&mut index, &c, session);
+                index.remove(&c, session);
             }
         }
         Ok(st.subscription_set())
@@ -109,19 +107,6 @@ fn check_limits(
         }
     }
     Ok(())
-}
-
-pub(super) fn remove_from_index(
-    index: &mut HashMap<String, Vec<Arc<Session>>>,
-    channel: &str,
-    session: &Arc<Session>,
-) {
-    if let Some(list) = index.get_mut(channel) {
-        list.retain(|s| !Arc::ptr_eq(s, session));
-        if list.is_empty() {
-            index.remove(channel);
-        }
-    }
 }
 
 type SubscriptionRequest = (Vec<String>, Option<BTreeSet<String>>);

@@ -13,7 +13,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use tungstenite::WebSocket;
 
-use crate::server::events::EventBody;
+use crate::server::events::event::EventBody;
 use crate::server::net::stream::ClientStream;
 use crate::server::registry::metrics::Metrics;
 use crate::server::registry::state::ConnState;
