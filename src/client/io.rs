@@ -636,11 +636,9 @@ fn note_write_error(link: &mut Link, e: WsError) {
     }
 }
 
+/// An error object from the server; a code this version does not know is `server_error`.
 fn wire_error(err: &Value) -> WireError {
-    let code = err["code"]
-        .as_str()
-        .and_then(ErrorCode::from_name)
-        .unwrap_or(ErrorCode::ServerError);
-    WireError::new(code, err["message"].as_str().unwrap_or("").to_owned())
-        .with_details(err.get("details").cloned().unwrap_or(json!({})))
+    WireError::from_object(err).unwrap_or_else(|(_, message, details)| {
+        WireError::new(ErrorCode::ServerError, message).with_details(details)
+    })
 }

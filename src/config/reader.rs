@@ -1,134 +1,116 @@
-//! Reading one JSON object of the config: typed values with `${env.NAME}` substitution,
-//! errors that name the key, and the keys nobody asked for (reported as unknown).
+//! Reading one JSON object of the config: values by key or key path (`A.B`), with
+//! `${env.NAME}` substitution, errors that name the key, and the keys nobody asked for
+//! (reported as unknown).
+#![forbid(unsafe_code)]
 
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 
-/// One JSON object being read: tracks which keys were used so the rest can be reported.
-pub(super) struct Section<'a> {
-    path: String,
-    map: &'a Map<String, Value>,
-    used: Vec<&'static str>,
+/// What loading produced besides the config: warnings for the caller to log.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// One line per unknown key or ignored setting, naming it.
+    pub warnings: Vec<String>,
 }
 
-impl<'a> Section<'a> {
-    pub(super) fn new(path: &str, map: &'a Map<String, Value>) -> Self {
+/// A value as the config gives it: after `${env.NAME}` substitution, with the key it is
+/// reported under and whether it came from the environment (then it is text, which number
+/// and boolean settings convert).
+#[derive(Debug)]
+pub(crate) struct Given {
+    pub(crate) value: Value,
+    pub(crate) key: String,
+    pub(crate) from_env: bool,
+}
+
+/// One JSON object being read: tracks which keys were used so the rest can be reported.
+pub(crate) struct Section {
+    path: String,
+    map: Map<String, Value>,
+    used: Vec<String>,
+    /// Objects inside this one that key paths reached, read the same way.
+    children: Vec<Section>,
+}
+
+impl Section {
+    pub(crate) fn new(path: &str, map: Map<String, Value>) -> Self {
         Section {
             path: path.to_string(),
             map,
             used: Vec::new(),
+            children: Vec::new(),
         }
     }
 
-    /// The value of `key` after `${env.NAME}` substitution; `None` when absent, null, or an
-    /// unset environment variable (the default applies).
-    pub(super) fn take(&mut self, key: &'static str) -> Option<Value> {
-        self.used.push(key);
-        self.map.get(key).and_then(substitute_env)
-    }
-
-    /// Whether `key` is given (not null), even as an unset `${env.NAME}`.
-    pub(super) fn has(&self, key: &str) -> bool {
-        self.map.get(key).is_some_and(|v| !v.is_null())
-    }
-
-    pub(super) fn key(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
-    }
-
-    pub(super) fn take_bool(&mut self, key: &'static str) -> Result<Option<bool>, Error> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
-            // `${env.X}` is text; "true" and "false" convert where the setting is a boolean.
-            Some(Value::String(s))
-                if self.is_env_reference(key) && (s == "true" || s == "false") =>
-            {
-                Ok(Some(s == "true"))
-            }
-            Some(other) => Err(Error::config(
-                self.key(key),
-                format!("{other} is the wrong type: a boolean (true or false) is needed"),
-            )),
-        }
-    }
-
-    pub(super) fn take_int(
-        &mut self,
-        key: &'static str,
-        min: u64,
-        max: u64,
-    ) -> Result<Option<u64>, Error> {
-        let from_env = self.is_env_reference(key);
-        let Some(v) = self.take(key) else {
-            return Ok(None);
-        };
-        let number = match &v {
-            Value::Number(n) => n.as_u64(),
-            // `${env.X}` is text; it converts where the setting is a number.
-            Value::String(s) if from_env => s.parse::<u64>().ok(),
-            _ => {
-                return Err(Error::config(
-                    self.key(key),
-                    format!("{v} is the wrong type: an integer from {min} to {max} is needed"),
-                ));
-            }
-        };
-        match number {
-            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(Error::config(
-                self.key(key),
-                format!("{v} is out of range: allowed an integer from {min} to {max}"),
-            )),
-        }
-    }
-
-    /// Whether `key`'s value is a `${env.NAME}` reference.
-    fn is_env_reference(&self, key: &str) -> bool {
-        self.map.get(key).is_some_and(|v| env_name(v).is_some())
-    }
-
-    pub(super) fn take_str(&mut self, key: &'static str) -> Result<Option<String>, Error> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(v) => Self::string_value(v, &self.key(key)),
-        }
-    }
-
-    /// A value already substituted, as a string setting.
-    pub(super) fn string_value(v: Value, key: &str) -> Result<Option<String>, Error> {
+    /// `v` as an object, the error naming `key` otherwise.
+    pub(crate) fn object(v: Value, key: &str) -> Result<Map<String, Value>, Error> {
         match v {
-            Value::String(s) => Ok(Some(s)),
-            other => Err(Error::config(
-                key,
-                format!("{other} is the wrong type: a string is needed"),
-            )),
-        }
-    }
-
-    /// A string setting: the exact text, also when it came from `${env.NAME}` (a key such as
-    /// `0042` stays `0042`).
-    pub(super) fn as_str_value(v: &Value, key: &str) -> Result<Option<String>, Error> {
-        match substitute_env(v) {
-            None => Ok(None),
-            Some(v) => Self::string_value(v, key),
-        }
-    }
-
-    pub(super) fn as_object(v: &Value, key: &str) -> Result<Map<String, Value>, Error> {
-        match v {
-            Value::Object(m) => Ok(m.clone()),
+            Value::Object(m) => Ok(m),
             other => Err(Error::config(key, format!("{other} is not an object"))),
         }
     }
 
-    pub(super) fn unknown_keys(&self) -> Vec<String> {
-        self.map
+    /// The value of `key`, substituted; `None` when absent, null, or an unset environment
+    /// variable (the default applies).
+    pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
+        self.used.push(key.to_string());
+        self.map.get(key).and_then(substitute_env)
+    }
+
+    /// The value at `path`: a key of this object, or `Outer.Key` for a key of the object
+    /// `Outer` in it. Errors when `Outer` is there but not an object.
+    pub(crate) fn take_path(&mut self, path: &str) -> Result<Option<Given>, Error> {
+        if let Some((outer, rest)) = path.split_once('.') {
+            return match self.child(outer)? {
+                Some(child) => child.take_path(rest),
+                None => Ok(None),
+            };
+        }
+        let from_env = self.map.get(path).is_some_and(|v| env_name(v).is_some());
+        Ok(self.take(path).map(|value| Given {
+            value,
+            key: self.key(path),
+            from_env,
+        }))
+    }
+
+    /// The section for the object under `name`, read once and kept for its unknown keys.
+    fn child(&mut self, name: &str) -> Result<Option<&mut Section>, Error> {
+        if let Some(i) = self.children.iter().position(|c| c.path == self.key(name)) {
+            return Ok(Some(&mut self.children[i]));
+        }
+        let Some(v) = self.take(name) else {
+            return Ok(None);
+        };
+        let map = Section::object(v, &self.key(name))?;
+        self.children.push(Section::new(&self.key(name), map));
+        Ok(self.children.last_mut())
+    }
+
+    /// Whether `key` is given (not null), even as an unset `${env.NAME}`.
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(|v| !v.is_null())
+    }
+
+    /// `key` under this object's path, as errors name it.
+    pub(crate) fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    /// One warning per key of this object (and of the objects read inside it) that no
+    /// setting took.
+    pub(crate) fn unknown_keys(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .map
             .keys()
-            .filter(|k| !self.used.contains(&k.as_str()))
+            .filter(|k| !self.used.contains(k))
             .map(|k| format!("unknown key {}.{k} ignored", self.path))
-            .collect()
+            .collect();
+        for child in &self.children {
+            out.extend(child.unknown_keys());
+        }
+        out
     }
 }
 
@@ -137,9 +119,9 @@ fn env_name(v: &Value) -> Option<&str> {
     v.as_str()?.strip_prefix("${env.")?.strip_suffix('}')
 }
 
-/// `"${env.NAME}"` → the variable's exact text as a string (the typed getters convert it
-/// where a setting is a number or a boolean), `None` when unset or when `v` is null.
-pub(super) fn substitute_env(v: &Value) -> Option<Value> {
+/// `"${env.NAME}"` → the variable's exact text as a string (number and boolean settings
+/// convert it), `None` when unset or when `v` is null.
+pub(crate) fn substitute_env(v: &Value) -> Option<Value> {
     match v {
         Value::Null => None,
         _ => match env_name(v) {

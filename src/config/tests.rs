@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 #[test]
@@ -86,5 +88,43 @@ fn missing_key_refuses_with_instructions() {
     assert!(
         msg.contains("HYDROGEN_API_KEY") && msg.contains("export"),
         "{msg}"
+    );
+}
+
+#[test]
+fn every_row_reads_back_what_it_shows() {
+    // The redacted view of a config with every optional part set, read back, shows the
+    // same: each row of the settings table parses what it prints (kind and type agree).
+    let text = r#"{"WebSocketServer":{"SecureMode":"tls","CertificatePath":"c.pem","KeyPath":"k.pem",
+        "IdleTimeout":0,"StatusIntervalMs":0,"Keys":[{"Name":"a","Key":"a-long-key-0123456789","Role":"operator"}],
+        "Jwt":{"PublicKeyPath":"p.pem","Issuer":"i"},"SessionTokens":{"PrivateKeyPath":"s.pem"},
+        "Delivery":{"ReliableChannels":["print"]},"RateLimit":{"Burst":7},"LogLevel":"DEBUG"}}"#;
+    let (c, r) = Config::from_json_str(text).unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let mut shown = c.to_redacted_json();
+    shown["WebSocketServer"]["Keys"] = serde_json::json!([]);
+    let (again, r) = Config::from_json_str(&shown.to_string()).unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(again.to_redacted_json(), shown);
+    assert_eq!(again.log_level, "debug");
+    assert_eq!(again.rate_limit.burst, 7);
+    assert!(!c.to_redacted_json().to_string().contains("0123456789"));
+}
+
+#[test]
+fn aliases_yield_to_our_own_names() {
+    let (c, _) = Config::from_json_str(
+        r#"{"WebSocketServer":{"ConnectionTimeouts":{"ShutdownWaitSeconds":3},"ShutdownTimeouts":{"CloseWaitMs":250},
+            "RateLimit":{"BlockMs":1500}}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.close_wait, Duration::from_millis(250));
+    assert_eq!(c.rate_limit.block, Duration::from_millis(1500));
+    let e = Config::from_json_str(r#"{"WebSocketServer":{"ShutdownTimeouts":{"JoinMs":-1}}}"#)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("WebSocketServer.ShutdownTimeouts.JoinMs"),
+        "{e}"
     );
 }
