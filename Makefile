@@ -39,9 +39,12 @@ test: $(VENV)/.installed
 	@command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)  # RSA key for the JWT tests
 	HWS_PYTHON=$(VENV_PY) $(CARGO) test --no-fail-fast  # every test binary runs, even after a failure
 
+# .ci/layers.py: no import cycle between files, no function over 80 lines, unsafe only
+# with a SAFETY note and #![forbid(unsafe_code)] wherever there is none (issue #13).
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(PYTHON) .ci/layers.py
 
 # The fan-out rows run the baseline server of examples/fanout_baseline.rs beside ours.
 bench: build

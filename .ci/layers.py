@@ -189,11 +189,16 @@ def main():
     for scc in sccs(edges):
         if len(scc) > 1:
             problems.append("import cycle: " + " <-> ".join(sorted(short(mods[m]) for m in scc)))
+    unsafe_files = {f for f in mods.values() if UNSAFE.search(strip(open(f).read()))}
     for m, f in sorted(mods.items()):
         problems += long_functions(f)
         raw = open(f).read()
-        if "unsafe" not in strip(raw) and "forbid(unsafe_code)" not in raw:
+        # A parent module may not forbid what a child needs: its subtree counts.
+        subtree = [g for n, g in mods.items() if n == m or n.startswith(m + "::")]
+        if not any(g in unsafe_files for g in subtree) and "forbid(unsafe_code)" not in raw:
             problems.append(f"{short(f)}: no unsafe block, but no #![forbid(unsafe_code)]")
+        for line in unsafe_lines(f):
+            problems.append(line)
     if "--graph" in sys.argv:
         for m in sorted(edges):
             print(short(mods[m]), "->", ", ".join(sorted(short(mods[t]) for t in edges[m])))
@@ -201,6 +206,20 @@ def main():
         print(p)
     print(f"layers: {len(mods)} files, {sum(len(e) for e in edges.values())} edges, {len(problems)} problems")
     return 1 if problems else 0
+
+
+UNSAFE = re.compile(r"\bunsafe\s*(\{|fn\b|impl\b)")
+
+
+def unsafe_lines(path):
+    """An unsafe block needs a `// SAFETY:` comment within the six lines above it."""
+    lines = open(path).read().split("\n")
+    clean = strip(open(path).read()).split("\n")
+    out = []
+    for i, line in enumerate(clean):
+        if UNSAFE.search(line) and not any("SAFETY" in l for l in lines[max(0, i - 6) : i + 1]):
+            out.append(f"{short(path)}:{i + 1}: unsafe block without a SAFETY note")
+    return out
 
 
 def short(path):

@@ -3,6 +3,7 @@
 //! as one JSON line (a queue gap as `{"type":"gap","channel":..,"reason":..}`); link changes go
 //! to stderr. Without `--subscribe`, each stdin line is sent as it is and end of input
 //! disconnects; with it, events are printed until SIGINT/SIGTERM.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;

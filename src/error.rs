@@ -1,4 +1,5 @@
 //! The one public error type.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io;

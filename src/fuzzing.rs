@@ -1,4 +1,5 @@
 //! Entry points for the fuzz targets in `tests/fuzz` (feature `fuzzing`; not a public API).
+#![forbid(unsafe_code)]
 
 use crate::message::{self, Incoming, ReplyTo};
 

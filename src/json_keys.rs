@@ -5,6 +5,7 @@
 //!
 //! [`UniqueKeys`] is deserialized from the text with serde_json's own parser and checks
 //! nothing but the keys: it holds no data. The caller has already bounded the nesting depth.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::fmt;

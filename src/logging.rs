@@ -2,6 +2,7 @@
 //! one rule no directive can lift: a dependency that logs whole frames or requests (the
 //! credentials and tokens clients send) is held to `debug`. tungstenite traces every frame
 //! and the client's request head at `trace`; its `debug` lines carry only close frames.
+#![forbid(unsafe_code)]
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 

@@ -1,4 +1,5 @@
 //! The `hydrogen-ws` binary: arguments, config, logging, signals, start, wait, exit code.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! TLS over a non-blocking socket, for both ends (server connections and the client): the
 //! handshake bounded by a deadline, and plaintext reads and writes that turn "rustls has
 //! nothing / the socket is full" into `WouldBlock` the way tungstenite expects.
+#![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

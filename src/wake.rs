@@ -4,7 +4,9 @@
 //! timers without ticking.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,14 +20,9 @@ pub(crate) struct Waker {
 
 impl Waker {
     pub(crate) fn new() -> io::Result<Waker> {
-        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        let flags = EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC;
         Ok(Waker {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: rustix::event::eventfd(0, flags)?,
             pending: AtomicBool::new(false),
         })
     }
@@ -33,19 +30,18 @@ impl Waker {
     /// Makes the owner's next (or current) [`wait`] return.
     pub(crate) fn wake(&self) {
         if !self.pending.swap(true, Ordering::SeqCst) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own. A full counter
-            // (EAGAIN) still leaves the descriptor readable, which is all we need.
-            unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            // A full counter (EAGAIN) still leaves the descriptor readable, which is all we
+            // need.
+            let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
         }
     }
 
     /// Called by the owner before it looks at its queues: clears the wake-up so that any
     /// `wake` after this point wakes the next wait.
     pub(crate) fn reset(&self) {
-        let mut buf: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a valid u64; EAGAIN (nothing pending) is fine.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+        let mut buf = [0u8; 8];
+        // EAGAIN (nothing pending) is fine.
+        let _ = rustix::io::read(&self.fd, &mut buf);
         self.pending.store(false, Ordering::SeqCst);
     }
 
@@ -76,39 +72,45 @@ pub(crate) fn wait(
     deadline: Option<Instant>,
     out: &mut Vec<Readiness>,
 ) -> io::Result<()> {
-    let mut fds: Vec<libc::pollfd> = interests
+    // SAFETY: every interest names a descriptor its caller owns and keeps open across this
+    // call (a socket it holds, a waker it holds), which is what `borrow_raw` requires for
+    // the lifetime of the borrow: this function's body.
+    let borrowed: Vec<BorrowedFd<'_>> = interests
         .iter()
-        .map(|i| libc::pollfd {
-            fd: i.fd,
-            events: (if i.read { libc::POLLIN } else { 0 })
-                | (if i.write { libc::POLLOUT } else { 0 }),
-            revents: 0,
+        .map(|i| unsafe { BorrowedFd::borrow_raw(i.fd) })
+        .collect();
+    let mut fds: Vec<PollFd<'_>> = interests
+        .iter()
+        .zip(&borrowed)
+        .map(|(i, fd)| {
+            let mut flags = PollFlags::empty();
+            flags.set(PollFlags::IN, i.read);
+            flags.set(PollFlags::OUT, i.write);
+            PollFd::from_borrowed_fd(*fd, flags)
         })
         .collect();
     loop {
-        let timeout_ms: libc::c_int = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so we never wake a little early and spin on a not-yet-due timer.
-                let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
-                ms.min(i32::MAX as u128) as libc::c_int
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            // Round up to whole milliseconds, as poll(2) itself would: never wake a little
+            // early and spin on a not-yet-due timer.
+            let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
+            let ms = ms.min(i32::MAX as u128) as i64;
+            Timespec {
+                tv_sec: ms / 1000,
+                tv_nsec: (ms % 1000) * 1_000_000,
             }
-        };
-        // SAFETY: fds is a valid, exclusively borrowed array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
+        });
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
-        break;
     }
     out.clear();
+    let ready = PollFlags::IN | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
     out.extend(fds.iter().map(|p| Readiness {
-        readable: p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
+        readable: p.revents().intersects(ready),
     }));
     Ok(())
 }

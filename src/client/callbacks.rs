@@ -3,6 +3,7 @@
 //! `unsubscribe` wait for an answer only that thread could read, so there they return
 //! `Error::InvalidArgument` at once. A slow callback delays the client's I/O: hand heavy work
 //! to another thread.
+#![forbid(unsafe_code)]
 
 use serde_json::Value;
 

@@ -1,4 +1,5 @@
 //! What a client is told before it connects: where, as whom, and how patient to be.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::path::PathBuf;

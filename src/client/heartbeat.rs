@@ -2,6 +2,7 @@
 //! link dead when nothing at all arrives within `pong_timeout` of the ping (a half-open socket
 //! after a network cut sends no error, only silence). It sleeps on the state condvar until the
 //! next of those instants, so an idle client costs one wake-up per interval.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 //! and does everything that touches the link — writes what the API queued, reads frames,
 //! answers waiting requests, routes events to subscription queues, acks reliable events,
 //! restores the session after a reconnect, and runs the callbacks.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::io;

@@ -1,6 +1,7 @@
 //! Establishing one link: URL → TCP (connect timeout) → TLS → WebSocket upgrade (handshake
 //! timeout), on a non-blocking socket so that every step is bounded by its deadline. HTTP
 //! rejections are read into [`Error::Rejected`] with the server's error code.
+#![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};

@@ -26,6 +26,7 @@
 //! })
 //! .unwrap();
 //! ```
+#![forbid(unsafe_code)]
 
 mod callbacks;
 mod config;

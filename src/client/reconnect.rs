@@ -2,6 +2,7 @@
 //! allows it, dials again with exponential backoff and jitter ([`ReconnectPolicy`]), honouring
 //! a server's `Retry-After`, and hands the new socket to the I/O thread, which restores the
 //! session. It sleeps on the state condvar, so `disconnect()` wakes it at once.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;

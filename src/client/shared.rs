@@ -2,6 +2,7 @@
 //! condvar (the heartbeat and reconnect threads sleep on it), the waiting requests, the
 //! subscription table, and the queue to the I/O thread. Each lock is held for a few
 //! instructions, never across I/O or a callback, and never two at once.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -1,5 +1,6 @@
 //! Subscriptions: the queues events are delivered to, the `Gap` markers that tell an
 //! application to resynchronise, and the record of which sequence numbers were handed over.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,7 @@
 //! Property tests of message validation (proptest): any text is answered without a panic, a
 //! well-formed command always parses to what was sent, a bad name is refused under the
 //! command's id naming the field, and nesting is refused past `MAX_JSON_DEPTH` however deep.
+#![forbid(unsafe_code)]
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

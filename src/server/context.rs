@@ -3,6 +3,7 @@
 //! atomics for counters, and the shutdown flag with the condvar every background thread waits
 //! on. Locks are held for a few instructions and never across I/O; when two are needed they
 //! are taken in the order connection → context.
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

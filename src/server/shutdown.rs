@@ -1,6 +1,7 @@
 //! The five-phase shutdown (docs/behaviour.md, Shutdown), each phase timed and logged in
 //! milliseconds: signal, close, join, cleanup, fallback. Every wait has a deadline; a second signal
 //! ends the waits at once; the process never hangs on a stuck client.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,16 +38,7 @@ fn ms(since: Instant) -> f64 {
 
 /// Runs the five phases on the calling thread and returns the report.
 pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
-    // Phase 1: signal. The accept loop wakes on its descriptor and closes the listeners;
-    // commands arriving from now on are answered `shutting_down`. A signal handler (or
-    // `request_shutdown`) may have raised the flag already: the phase, and the report, start
-    // there, so the hand-over to this thread is counted and so are the connections that were
-    // open then.
-    ctx.request_shutdown();
-    let (start, open) = ctx
-        .shutdown
-        .first_request()
-        .expect("request_shutdown notes the first request");
+    let (start, open) = signal(ctx);
     let mut report = ShutdownReport {
         connections_at_start: open,
         ..ShutdownReport::default()
@@ -56,23 +48,46 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
         "shutdown phase 1 (signal, {open} connections open): {:.2} ms",
         report.phase_ms[0]
     );
+    report.phase_ms[1] = close(ctx);
+    report.phase_ms[2] = join(ctx);
+    report.phase_ms[3] = cleanup(ctx);
+    report.phase_ms[4] = fallback(ctx, &mut report);
+    report.total_ms = ms(start);
+    log::info!("shutdown complete in {:.2} ms", report.total_ms);
+    report
+}
 
-    // Phase 2: close. Phase 1's write to the shutdown descriptor already woke every
-    // connection thread; each flushes its queue, sends 1001 and waits for the client's close
-    // frame (up to CloseWaitMs).
+/// Phase 1: signal. The accept loop wakes on its descriptor and closes the listeners;
+/// commands arriving from now on are answered `shutting_down`. A signal handler (or
+/// `request_shutdown`) may have raised the flag already: the phase, and the report, start
+/// there, so the hand-over to this thread is counted and so are the connections that were
+/// open then. Returns when that was and how many were open.
+fn signal(ctx: &ServerContext) -> (Instant, usize) {
+    ctx.request_shutdown();
+    ctx.shutdown
+        .first_request()
+        .expect("request_shutdown notes the first request")
+}
+
+/// Phase 2: close. Phase 1's write to the shutdown descriptor already woke every
+/// connection thread; each flushes its queue, sends 1001 and waits for the client's close
+/// frame (up to CloseWaitMs). Returns the phase's milliseconds.
+fn close(ctx: &ServerContext) -> f64 {
     let t = Instant::now();
     let deadline = t + ctx.config.close_wait + CLOSE_PHASE_MARGIN;
     let closed = ctx
         .threads
         .wait_exited(Some(ThreadRole::Connection), deadline, true);
-    report.phase_ms[1] = ms(t);
+    let took = ms(t);
     log::info!(
-        "shutdown phase 2 (close{}): {:.2} ms",
+        "shutdown phase 2 (close{}): {took:.2} ms",
         if closed { "" } else { ", some did not finish" },
-        report.phase_ms[1]
     );
+    took
+}
 
-    // Phase 3: join every thread that has signalled its exit, against one JoinMs deadline.
+/// Phase 3: join every thread that has signalled its exit, against one JoinMs deadline.
+fn join(ctx: &ServerContext) -> f64 {
     let t = Instant::now();
     ctx.dispatch.stop_workers();
     let all_exited = ctx
@@ -85,13 +100,14 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
             .wait_exited(None, Instant::now() + FALLBACK_GRACE, false);
     }
     let joined = ctx.threads.reap();
-    report.phase_ms[2] = ms(t);
-    log::info!(
-        "shutdown phase 3 (join {joined} threads): {:.2} ms",
-        report.phase_ms[2]
-    );
+    let took = ms(t);
+    log::info!("shutdown phase 3 (join {joined} threads): {took:.2} ms");
+    took
+}
 
-    // Phase 4: cleanup. Listeners closed with the accept thread; free what is left.
+/// Phase 4: cleanup. Listeners closed with the accept thread; free what is left and log the
+/// totals (and the reliable events that end unacknowledged with the server).
+fn cleanup(ctx: &ServerContext) -> f64 {
     let t = Instant::now();
     let (sessions, unacked) = ctx.events.clear_sessions();
     if unacked > 0 {
@@ -100,19 +116,22 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
         );
     }
     let m = &ctx.metrics;
+    let total = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     log::info!(
         "totals: {} connections, {} requests, {} messages in, {} out; {sessions} sessions freed",
-        m.total_connections
-            .load(std::sync::atomic::Ordering::Relaxed),
-        m.total_requests.load(std::sync::atomic::Ordering::Relaxed),
-        m.messages_in.load(std::sync::atomic::Ordering::Relaxed),
-        m.messages_out.load(std::sync::atomic::Ordering::Relaxed),
+        total(&m.total_connections),
+        total(&m.total_requests),
+        total(&m.messages_in),
+        total(&m.messages_out),
     );
-    report.phase_ms[3] = ms(t);
-    log::info!("shutdown phase 4 (cleanup): {:.2} ms", report.phase_ms[3]);
+    let took = ms(t);
+    log::info!("shutdown phase 4 (cleanup): {took:.2} ms");
+    took
+}
 
-    // Phase 5: fallback. Sockets still open are shut down hard; threads still running are
-    // named, and the caller goes on without them.
+/// Phase 5: fallback. Sockets still open are shut down hard; threads still running are
+/// named in the report and the log, and the caller goes on without them.
+fn fallback(ctx: &ServerContext, report: &mut ShutdownReport) -> f64 {
     let t = Instant::now();
     let leftovers: Vec<_> = ctx.connections.lock().by_id.values().cloned().collect();
     for c in &leftovers {
@@ -141,13 +160,11 @@ pub(crate) fn run(ctx: &Arc<ServerContext>) -> ShutdownReport {
             s.state
         );
     }
-    report.phase_ms[4] = ms(t);
+    let took = ms(t);
     log::info!(
         "shutdown phase 5 (fallback, {} sockets forced): {:.2} ms",
         report.sockets_forced,
-        report.phase_ms[4]
+        took
     );
-    report.total_ms = ms(start);
-    log::info!("shutdown complete in {:.2} ms", report.total_ms);
-    report
+    took
 }

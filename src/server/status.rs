@@ -1,5 +1,6 @@
 //! The status object of docs/protocol.md §3 (with the process's real thread count and memory) and
 //! the `system/info` object.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,14 +1,14 @@
 //! What a message from the client means: validation, authentication before anything else,
 //! the system channel, routing to handlers and services, acks, resume.
+#![forbid(unsafe_code)]
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::system as system_channel;
 use super::{Connection, InFlight, MAX_IN_FLIGHT};
 use crate::message::{self, Command, ErrorCode, Incoming, ReplyTo, WireError};
 use crate::server::dispatch::router;
-use crate::server::registry::state::ConnState;
-use crate::server::security::identity::{Credential, Role};
+use crate::server::security::authorization;
+use crate::server::security::identity::{Identity, Role};
 use crate::server::security::signature;
 use crate::server::status;
 use crate::wake;
@@ -69,43 +69,16 @@ impl Connection {
         }
     }
 
+    /// A command from an authenticated client: checked (fresh id, not shutting down, the
+    /// role, the signature), then answered by the system channel or routed to its handler
+    /// or service.
     pub(super) fn on_command(&mut self, cmd: Command) {
         let to = ReplyTo::from(&cmd);
-        let seen_before = self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.recent_ids.lock().seen_before(&cmd.id));
-        if seen_before {
-            let err = WireError::new(
-                ErrorCode::DuplicateId,
-                format!("command id {:?} was already used in this session", cmd.id),
-            );
-            return self.send(message::response_error(&to, &err));
-        }
-        if self.ctx.shutdown.is_requested() {
-            let err = WireError::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down; reconnect later",
-            );
-            return self.send(message::response_error(&to, &err));
-        }
         let identity = self
             .identity
             .clone()
             .expect("commands are only handled once authenticated");
-        // Authorization first: a caller whose role does not allow the command is told so by
-        // the command's own path, not asked for a signature.
-        let permitted = if cmd.channel == "system" {
-            system_channel::required_role(&cmd.action).is_none_or(|r| identity.role.allows(r))
-        } else {
-            identity.role.allows(Role::Operator)
-        };
-        let checked = if permitted {
-            signature::check(&self.ctx.signed, &self.ctx.auth, &identity, &cmd)
-        } else {
-            Ok(())
-        };
-        if let Err(err) = checked {
+        if let Err(err) = self.check_command(&identity, &cmd) {
             self.send(message::response_error(&to, &err));
             if err.code == ErrorCode::AuthFailed && self.violation() {
                 self.start_close(1008, "too many failed message checks");
@@ -113,32 +86,7 @@ impl Connection {
             return;
         }
         if cmd.channel == "system" {
-            if cmd.action == "auth" {
-                return self.late_auth(cmd);
-            }
-            if cmd.action == "resume" {
-                return self.resume(cmd);
-            }
-            let session = self
-                .session
-                .clone()
-                .expect("authenticated connections have a session");
-            let result = system_channel::handle(&self.ctx, &self.shared, &identity, &session, &cmd);
-            return self.send(match result {
-                Ok(data) => message::response_ok(&to, &data),
-                Err(err) => message::response_error(&to, &err),
-            });
-        }
-        if !identity.role.allows(Role::Operator) {
-            let err = WireError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "role {} may not send commands on {}",
-                    identity.role.as_str(),
-                    cmd.channel
-                ),
-            );
-            return self.send(message::response_error(&to, &err));
+            return self.on_system(&identity, cmd);
         }
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             let err = WireError::new(
@@ -160,91 +108,27 @@ impl Connection {
         }
     }
 
-    pub(super) fn late_auth(&mut self, cmd: Command) {
-        let to = ReplyTo::from(&cmd);
-        let credential = match (cmd.data.get("key"), cmd.data.get("token")) {
-            (Some(Value::String(k)), _) => Credential::Key(k.clone()),
-            (_, Some(Value::String(t))) => Credential::Bearer(t.clone()),
-            _ => {
-                return self.fail_auth(
-                    Some(&to),
-                    "system/auth needs data {\"key\": \"...\"} or {\"token\": \"...\"}",
-                );
-            }
-        };
-        match self.ctx.auth.verify(&credential) {
-            Ok(identity) => {
-                log::info!(
-                    "conn {} {}: authenticated as {} ({})",
-                    self.shared.id,
-                    self.shared.peer,
-                    identity.name,
-                    identity.role.as_str()
-                );
-                let session_id = self.start_session(&identity);
-                let mut data = json!({"role": identity.role.as_str(), "name": identity.name,
-                    "connection_id": self.shared.id, "session_id": session_id});
-                if let Some(tokens) = self.ctx.auth.session_tokens() {
-                    data["session_token"] = json!(tokens.issue(&identity, &session_id));
-                }
-                *self.shared.identity.lock() = Some(identity.clone());
-                self.identity = Some(identity);
-                self.auth_deadline = None;
-                if self.shared.state() == ConnState::Verifying {
-                    self.shared
-                        .set_state(ConnState::Connected, &self.ctx.metrics);
-                }
-                self.send(message::response_ok(&to, &data));
-            }
-            Err(why) => self.fail_auth(Some(&to), &why.0),
-        }
-    }
-
-    /// `system/resume`: take over a detached session and replay what the client missed.
-    pub(super) fn resume(&mut self, cmd: Command) {
-        let to = ReplyTo::from(&cmd);
-        let current = self
+    /// What may refuse a command before it runs: a reused id, shutdown, the caller's role
+    /// (told so by the command's own path, not asked for a signature), its `auth` object.
+    fn check_command(&self, identity: &Identity, cmd: &Command) -> Result<(), WireError> {
+        let seen_before = self
             .session
-            .clone()
-            .expect("authenticated connections have a session");
-        // A session token names its session: {"session_token", "last_seq"} works like
-        // {"session_id", "last_seq"}, and the token must still be valid.
-        let mut data = cmd.data.clone();
-        if let Some(token) = cmd.data.get("session_token").and_then(Value::as_str) {
-            let Some(tokens) = self.ctx.auth.session_tokens() else {
-                let err = WireError::new(
-                    ErrorCode::InvalidMessage,
-                    "this server issues no session tokens",
-                );
-                return self.send(message::response_error(&to, &err));
-            };
-            match tokens.verify(token) {
-                Ok(claims) => data["session_id"] = json!(claims.session_id),
-                Err(why) => {
-                    return self.send(message::response_error(
-                        &to,
-                        &WireError::new(ErrorCode::AuthFailed, why),
-                    ));
-                }
-            }
+            .as_ref()
+            .is_some_and(|s| s.recent_ids.lock().seen_before(&cmd.id));
+        if seen_before {
+            return Err(WireError::new(
+                ErrorCode::DuplicateId,
+                format!("command id {:?} was already used in this session", cmd.id),
+            ));
         }
-        match self.ctx.events.resume(&current, &self.shared, &data) {
-            Err(err) => self.send(message::response_error(&to, &err)),
-            Ok(resumed) => {
-                log::info!(
-                    "conn {} {}: resumed session {} ({} events to replay)",
-                    self.shared.id,
-                    self.shared.peer,
-                    resumed.session.id,
-                    resumed.replay.len()
-                );
-                self.session = Some(resumed.session);
-                // Events queued for the discarded session are not this client's any more.
-                self.ack_timers.clear();
-                self.send(message::response_ok(&to, &resumed.response));
-                self.replay = resumed.replay.into();
-            }
+        if self.ctx.shutdown.is_requested() {
+            return Err(WireError::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect later",
+            ));
         }
+        authorization::authorize(identity, cmd)?;
+        signature::check(&self.ctx.signed, &self.ctx.auth, identity, cmd)
     }
 
     /// A message over the connection's rate: dropped with `rate_limited`; enough of them

@@ -2,6 +2,7 @@
 //! sleeps in `poll(2)` on the socket, the connection's wake descriptor and the next timer
 //! (heartbeat, pong, idle, authentication, handler deadlines, close handshake). It reads until
 //! `WouldBlock`, writes what other threads queued, and never holds a lock across I/O.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io;
@@ -93,10 +94,6 @@ fn run(
     tcp: Arc<TcpStream>,
     rx: Receiver<Outbound>,
 ) {
-    // SAFETY: gettid has no preconditions.
-    shared
-        .tid
-        .store(unsafe { libc::gettid() } as u64, Ordering::Relaxed);
     shared
         .last_activity_ms
         .store(ctx.uptime_ms(), Ordering::Relaxed);
@@ -362,90 +359,100 @@ impl Connection {
         }
     }
 
+    /// Reads and handles frames until the socket has no more, the client stops taking our
+    /// output (backpressure), or the connection ends.
     fn read_available_frames(&mut self) -> Flow {
         loop {
             let read = self.ws().read();
-            match read {
-                Ok(msg) => {
-                    let now = Instant::now();
-                    self.last_frame = now;
-                    if self.ping_sent.take().is_some()
-                        && self.shared.state() == ConnState::Heartbeat
-                    {
-                        self.shared
-                            .set_state(ConnState::Connected, &self.ctx.metrics);
-                    }
-                    self.on_message(msg, now);
-                    self.messages_this_round += 1;
-                    if self.messages_this_round >= direct::CORK_EVENTS {
-                        self.flush_corked();
-                    }
-                    if self.ws().get_ref().output_pending() || self.write_blocked {
-                        // Backpressure: the client is not taking what we send (responses,
-                        // pongs); read nothing more until it does.
-                        self.write_blocked = true;
-                        return Flow::Continue;
-                    }
-                    if self.broken {
-                        return Flow::Stop;
-                    }
-                }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.input_pending = false;
-                    return Flow::Continue;
-                }
-                Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => return Flow::Stop,
-                Err(WsError::Capacity(e)) => {
-                    log::info!(
-                        "conn {} {}: {e}; closing with 1009",
-                        self.shared.id,
-                        self.shared.peer
-                    );
-                    let err = WireError::new(
-                        ErrorCode::MessageTooLarge,
-                        format!(
-                            "message larger than MaxMessageSize ({} bytes)",
-                            self.ctx.config.max_message_size
-                        ),
-                    );
-                    self.send(message::bare_error(&err));
-                    self.start_close(1009, "message too large");
-                    return Flow::Continue;
-                }
-                Err(WsError::Utf8(_)) => {
-                    self.start_close(1007, "invalid UTF-8 in text frame");
-                    self.fail_after_flush = true;
-                    return Flow::Continue;
-                }
-                Err(WsError::Protocol(p)) => {
-                    if self.close_deadline.is_some() {
-                        return Flow::Stop;
-                    }
-                    log::info!(
-                        "conn {} {}: protocol error: {p}",
-                        self.shared.id,
-                        self.shared.peer
-                    );
-                    if matches!(
-                        p,
-                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
-                    ) {
-                        return Flow::Stop;
-                    }
-                    self.start_close(1002, "protocol error");
-                    self.fail_after_flush = true;
-                    return Flow::Continue;
-                }
-                Err(e) => {
-                    log::debug!(
-                        "conn {} {}: read ended: {e}",
-                        self.shared.id,
-                        self.shared.peer
-                    );
-                    return Flow::Stop;
-                }
+            let msg = match read {
+                Ok(msg) => msg,
+                Err(e) => return self.on_read_error(e),
+            };
+            let now = Instant::now();
+            self.last_frame = now;
+            if self.ping_sent.take().is_some() && self.shared.state() == ConnState::Heartbeat {
+                self.shared
+                    .set_state(ConnState::Connected, &self.ctx.metrics);
+            }
+            self.on_message(msg, now);
+            self.messages_this_round += 1;
+            if self.messages_this_round >= direct::CORK_EVENTS {
+                self.flush_corked();
+            }
+            if self.ws().get_ref().output_pending() || self.write_blocked {
+                // Backpressure: the client is not taking what we send (responses, pongs);
+                // read nothing more until it does.
+                self.write_blocked = true;
+                return Flow::Continue;
+            }
+            if self.broken {
+                return Flow::Stop;
             }
         }
+    }
+
+    /// What a read that returned no message means: nothing more to read now, the end, or a
+    /// client error answered with its close code (1009, 1007, 1002).
+    fn on_read_error(&mut self, error: WsError) -> Flow {
+        match error {
+            WsError::Io(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.input_pending = false;
+                Flow::Continue
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed => Flow::Stop,
+            WsError::Capacity(e) => {
+                log::info!(
+                    "conn {} {}: {e}; closing with 1009",
+                    self.shared.id,
+                    self.shared.peer
+                );
+                let err = WireError::new(
+                    ErrorCode::MessageTooLarge,
+                    format!(
+                        "message larger than MaxMessageSize ({} bytes)",
+                        self.ctx.config.max_message_size
+                    ),
+                );
+                self.send(message::bare_error(&err));
+                self.start_close(1009, "message too large");
+                Flow::Continue
+            }
+            WsError::Utf8(_) => {
+                self.start_close(1007, "invalid UTF-8 in text frame");
+                self.fail_after_flush = true;
+                Flow::Continue
+            }
+            WsError::Protocol(p) => self.on_protocol_error(p),
+            e => {
+                log::debug!(
+                    "conn {} {}: read ended: {e}",
+                    self.shared.id,
+                    self.shared.peer
+                );
+                Flow::Stop
+            }
+        }
+    }
+
+    /// A frame that breaks RFC 6455: close 1002 (or stop, when closing already or reset).
+    fn on_protocol_error(&mut self, p: tungstenite::error::ProtocolError) -> Flow {
+        if self.close_deadline.is_some() {
+            return Flow::Stop;
+        }
+        log::info!(
+            "conn {} {}: protocol error: {p}",
+            self.shared.id,
+            self.shared.peer
+        );
+        if matches!(
+            p,
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+        ) {
+            return Flow::Stop;
+        }
+        self.start_close(1002, "protocol error");
+        self.fail_after_flush = true;
+        Flow::Continue
     }
 
     /// One message read from the client. Text, binary and ping frames count against the

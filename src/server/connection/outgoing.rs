@@ -1,6 +1,7 @@
 //! What goes to the client from other threads: the queue (handler answers, forwarded
 //! commands, events, closes), events batched and written in priority order, the coalesced
 //! status slot, and the redelivery timers of reliable events.
+#![forbid(unsafe_code)]
 
 use std::sync::atomic::Ordering;
 

@@ -1,64 +1,142 @@
-//! The built-in `system` channel (docs/protocol.md §3): ping, status, info, threads, disconnect.
-//! These run inline on the connection thread: each is a few microseconds of work and no I/O.
-//! (`auth` is handled by the connection itself, because it changes the connection's state.)
+//! The built-in `system` channel (docs/protocol.md §3), all of it: `auth` and `resume`, which
+//! change the connection, and ping, status, info, threads, disconnect, subscribe,
+//! unsubscribe, publish, register. They run inline on the connection thread: each is a few
+//! microseconds of work and no I/O. Which role each needs is `security::authorization`'s.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::message::{Command, ErrorCode, WireError};
+use super::Connection;
+use crate::message::{self, Command, ErrorCode, ReplyTo, WireError};
 use crate::server::context::ServerContext;
 use crate::server::events::event::{Event, Priority};
 use crate::server::events::session::Session;
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
-use crate::server::security::identity::{Identity, Role};
+use crate::server::registry::state::ConnState;
+use crate::server::security::identity::{Credential, Identity};
 use crate::server::status;
 
-/// The role each built-in action needs; `None` for actions that do not exist.
-pub(crate) fn required_role(action: &str) -> Option<Role> {
-    match action {
-        "ping" | "status" | "info" | "subscribe" | "unsubscribe" => Some(Role::Viewer),
-        "publish" | "register" => Some(Role::Service),
-        "threads" | "disconnect" => Some(Role::Admin),
-        _ => None,
+impl Connection {
+    /// A `system` command from an authenticated client whose role allows it; `auth` and
+    /// `resume` change the connection, the rest are answered from the server's state.
+    pub(super) fn on_system(&mut self, identity: &Identity, cmd: Command) {
+        match cmd.action.as_str() {
+            "auth" => return self.late_auth(cmd),
+            "resume" => return self.resume(cmd),
+            _ => {}
+        }
+        let to = ReplyTo::from(&cmd);
+        let session = self
+            .session
+            .clone()
+            .expect("authenticated connections have a session");
+        let result = answer(&self.ctx, &self.shared, identity, &session, &cmd);
+        self.send(match result {
+            Ok(data) => message::response_ok(&to, &data),
+            Err(err) => message::response_error(&to, &err),
+        });
+    }
+
+    /// `system/auth`: authenticates a connection that upgraded without credentials (or
+    /// replaces its identity and session).
+    pub(super) fn late_auth(&mut self, cmd: Command) {
+        let to = ReplyTo::from(&cmd);
+        let credential = match (cmd.data.get("key"), cmd.data.get("token")) {
+            (Some(Value::String(k)), _) => Credential::Key(k.clone()),
+            (_, Some(Value::String(t))) => Credential::Bearer(t.clone()),
+            _ => {
+                return self.fail_auth(
+                    Some(&to),
+                    "system/auth needs data {\"key\": \"...\"} or {\"token\": \"...\"}",
+                );
+            }
+        };
+        match self.ctx.auth.verify(&credential) {
+            Ok(identity) => {
+                log::info!(
+                    "conn {} {}: authenticated as {} ({})",
+                    self.shared.id,
+                    self.shared.peer,
+                    identity.name,
+                    identity.role.as_str()
+                );
+                let session_id = self.start_session(&identity);
+                let mut data = json!({"role": identity.role.as_str(), "name": identity.name,
+                    "connection_id": self.shared.id, "session_id": session_id});
+                if let Some(tokens) = self.ctx.auth.session_tokens() {
+                    data["session_token"] = json!(tokens.issue(&identity, &session_id));
+                }
+                *self.shared.identity.lock() = Some(identity.clone());
+                self.identity = Some(identity);
+                self.auth_deadline = None;
+                if self.shared.state() == ConnState::Verifying {
+                    self.shared
+                        .set_state(ConnState::Connected, &self.ctx.metrics);
+                }
+                self.send(message::response_ok(&to, &data));
+            }
+            Err(why) => self.fail_auth(Some(&to), &why.0),
+        }
+    }
+
+    /// `system/resume`: take over a detached session and replay what the client missed.
+    pub(super) fn resume(&mut self, cmd: Command) {
+        let to = ReplyTo::from(&cmd);
+        let current = self
+            .session
+            .clone()
+            .expect("authenticated connections have a session");
+        // A session token names its session: {"session_token", "last_seq"} works like
+        // {"session_id", "last_seq"}, and the token must still be valid.
+        let mut data = cmd.data.clone();
+        if let Some(token) = cmd.data.get("session_token").and_then(Value::as_str) {
+            let Some(tokens) = self.ctx.auth.session_tokens() else {
+                let err = WireError::new(
+                    ErrorCode::InvalidMessage,
+                    "this server issues no session tokens",
+                );
+                return self.send(message::response_error(&to, &err));
+            };
+            match tokens.verify(token) {
+                Ok(claims) => data["session_id"] = json!(claims.session_id),
+                Err(why) => {
+                    return self.send(message::response_error(
+                        &to,
+                        &WireError::new(ErrorCode::AuthFailed, why),
+                    ));
+                }
+            }
+        }
+        match self.ctx.events.resume(&current, &self.shared, &data) {
+            Err(err) => self.send(message::response_error(&to, &err)),
+            Ok(resumed) => {
+                log::info!(
+                    "conn {} {}: resumed session {} ({} events to replay)",
+                    self.shared.id,
+                    self.shared.peer,
+                    resumed.session.id,
+                    resumed.replay.len()
+                );
+                self.session = Some(resumed.session);
+                // Events queued for the discarded session are not this client's any more.
+                self.ack_timers.clear();
+                self.send(message::response_ok(&to, &resumed.response));
+                self.replay = resumed.replay.into();
+            }
+        }
     }
 }
 
-/// Runs a `system` command for an authenticated client; the result becomes the response.
-pub(crate) fn handle(
+/// Answers a stateless `system` action (the caller's role was checked).
+fn answer(
     ctx: &ServerContext,
     caller: &Arc<ConnectionHandle>,
     identity: &Identity,
     session: &Arc<Session>,
     cmd: &Command,
 ) -> Result<Value, WireError> {
-    let Some(required) = required_role(&cmd.action) else {
-        let planned = false;
-        let message = if planned {
-            format!(
-                "system/{} is not available in this version of the server",
-                cmd.action
-            )
-        } else {
-            format!(
-                "system has no action {:?}; actions: ping, status, info, auth, subscribe, unsubscribe, resume, publish, threads, disconnect",
-                cmd.action
-            )
-        };
-        return Err(WireError::new(ErrorCode::UnknownAction, message)
-            .with_details(json!({"action": cmd.action})));
-    };
-    if !identity.role.allows(required) {
-        return Err(WireError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "system/{} needs role {}; this connection has role {}",
-                cmd.action,
-                required.as_str(),
-                identity.role.as_str()
-            ),
-        ));
-    }
     match cmd.action.as_str() {
         "ping" => Ok(json!({"pong": true})),
         "status" => Ok(status::status_object(ctx)),
@@ -77,7 +155,10 @@ pub(crate) fn handle(
         "register" => ctx
             .services
             .register(|c| ctx.dispatch.has_handler(c), caller, &cmd.data),
-        _ => unreachable!("required_role covers every action handled here"),
+        other => Err(WireError::new(
+            ErrorCode::UnknownAction,
+            format!("system has no action {other:?}"),
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The connection's timers: shutdown flush and close, close-handshake deadline, late
 //! authentication, heartbeat ping and pong timeout, idle timeout, redelivery of reliable
 //! events, handler deadlines; and the next of them, which is how long the loop may sleep.
+#![forbid(unsafe_code)]
 
 use std::time::Instant;
 
@@ -16,38 +17,8 @@ impl Connection {
     /// Fires due timers; returns Stop when the connection must end now.
     pub(super) fn check_timers(&mut self) -> Flow {
         let now = Instant::now();
-        let ctx = self.ctx.clone();
-        let config = &ctx.config;
-        if self.ctx.shutdown.is_requested() {
-            if self.ctx.shutdown.waits_skipped() {
-                return Flow::Stop;
-            }
-            // Half of CloseWaitMs to flush the queue and collect answers of commands still
-            // with a handler; the other half for the close handshake.
-            let deadline = *self
-                .shutdown_deadline
-                .get_or_insert_with(|| wake::after(config.close_wait / 2));
-            let flushed = self.rx.is_empty()
-                && self.batch.is_empty()
-                && !self.write_blocked
-                && self.in_flight.is_empty();
-            if self.close_deadline.is_none() && (flushed || now >= deadline) {
-                for pending in std::mem::take(&mut self.in_flight) {
-                    if let Some(id) = &pending.forwarded_as {
-                        self.ctx.services.forget(id);
-                    }
-                    let err = WireError::new(
-                        ErrorCode::ShuttingDown,
-                        "the server shut down before the handler answered",
-                    );
-                    self.send(message::response_error(&pending.to, &err));
-                }
-                self.start_close(1001, "server shutting down");
-            }
-            // The whole shutdown of this connection stays within CloseWaitMs of noticing
-            // it, whatever ran first: a write-blocked client gets no extra half.
-            let last = deadline + config.close_wait / 2;
-            self.close_deadline = self.close_deadline.map(|d| d.min(last));
+        if self.ctx.shutdown.is_requested() && self.shutdown_step(now) == Flow::Stop {
+            return Flow::Stop;
         }
         if let Some(d) = self.close_deadline {
             return if now >= d { Flow::Stop } else { Flow::Continue };
@@ -59,6 +30,53 @@ impl Connection {
             );
             return Flow::Continue;
         }
+        if self.heartbeat_step(now) || self.idle_step(now) || self.redeliver_due(now) {
+            return Flow::Continue;
+        }
+        self.expire_commands(now);
+        Flow::Continue
+    }
+
+    /// Shutdown: half of CloseWaitMs to flush the queue and collect answers of commands
+    /// still with a handler, the other half for the close handshake. Stop when the waits
+    /// were skipped (a second signal).
+    fn shutdown_step(&mut self, now: Instant) -> Flow {
+        let config = &self.ctx.config;
+        if self.ctx.shutdown.waits_skipped() {
+            return Flow::Stop;
+        }
+        let close_wait = config.close_wait;
+        let deadline = *self
+            .shutdown_deadline
+            .get_or_insert_with(|| wake::after(close_wait / 2));
+        let flushed = self.rx.is_empty()
+            && self.batch.is_empty()
+            && !self.write_blocked
+            && self.in_flight.is_empty();
+        if self.close_deadline.is_none() && (flushed || now >= deadline) {
+            for pending in std::mem::take(&mut self.in_flight) {
+                if let Some(id) = &pending.forwarded_as {
+                    self.ctx.services.forget(id);
+                }
+                let err = WireError::new(
+                    ErrorCode::ShuttingDown,
+                    "the server shut down before the handler answered",
+                );
+                self.send(message::response_error(&pending.to, &err));
+            }
+            self.start_close(1001, "server shutting down");
+        }
+        // The whole shutdown of this connection stays within CloseWaitMs of noticing it,
+        // whatever ran first: a write-blocked client gets no extra half.
+        let last = deadline + close_wait / 2;
+        self.close_deadline = self.close_deadline.map(|d| d.min(last));
+        Flow::Continue
+    }
+
+    /// Pings after HeartbeatIntervalMs of silence; closes 1011 when no frame follows within
+    /// PongTimeoutMs. True when it started a close.
+    fn heartbeat_step(&mut self, now: Instant) -> bool {
+        let config = &self.ctx.config;
         match self.ping_sent {
             Some(sent) if now >= sent + config.pong_timeout => {
                 log::info!(
@@ -68,29 +86,43 @@ impl Connection {
                     config.pong_timeout
                 );
                 self.start_close(1011, "heartbeat timeout");
-                return Flow::Continue;
+                true
             }
             None if now >= self.last_frame + config.heartbeat_interval => {
                 self.ping_sent = Some(now);
                 self.shared
                     .set_state(ConnState::Heartbeat, &self.ctx.metrics);
                 self.send_message(Message::Ping(Default::default()));
+                false
             }
-            _ => {}
+            _ => false,
         }
-        if let Some(idle) = config.idle_timeout
-            && now >= self.last_message + idle
-        {
-            // A subscriber is listening, not idle; the heartbeat watches its liveness.
-            if self.session.as_ref().is_some_and(|s| s.has_subscriptions()) {
-                self.last_message = now;
-            } else {
-                self.shared
-                    .set_state(ConnState::Inactive, &self.ctx.metrics);
-                self.start_close(1000, "idle timeout");
-                return Flow::Continue;
-            }
+    }
+
+    /// Closes 1000 after IdleTimeout without a message, unless the client subscribes to
+    /// something (a listener is not idle). True when it started a close.
+    fn idle_step(&mut self, now: Instant) -> bool {
+        let Some(idle) = self.ctx.config.idle_timeout else {
+            return false;
+        };
+        if now < self.last_message + idle {
+            return false;
         }
+        if self.session.as_ref().is_some_and(|s| s.has_subscriptions()) {
+            self.last_message = now;
+            return false;
+        }
+        self.shared
+            .set_state(ConnState::Inactive, &self.ctx.metrics);
+        self.start_close(1000, "idle timeout");
+        true
+    }
+
+    /// Sends again reliable events whose ack is overdue; closes 1008 after MaxRetries.
+    /// True when it started a close.
+    fn redeliver_due(&mut self, now: Instant) -> bool {
+        let ctx = self.ctx.clone();
+        let config = &ctx.config;
         while let Some(&(due, seq)) = self.ack_timers.front() {
             if now < due {
                 break;
@@ -118,10 +150,17 @@ impl Connection {
                         config.delivery.max_retries
                     );
                     self.start_close(1008, "events not acknowledged");
-                    return Flow::Continue;
+                    return true;
                 }
             }
         }
+        false
+    }
+
+    /// Answers `timeout` for commands whose handler or service has not answered within
+    /// HandlerTimeoutMs, and tells the services to forget those they had.
+    fn expire_commands(&mut self, now: Instant) {
+        let handler_timeout = self.ctx.config.handler_timeout;
         let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
             .into_iter()
             .partition(|f| now >= f.deadline);
@@ -137,12 +176,11 @@ impl Connection {
                 ErrorCode::Timeout,
                 format!(
                     "no response from the {} handler within {:?}",
-                    to.channel, config.handler_timeout
+                    to.channel, handler_timeout
                 ),
             );
             self.send(message::response_error(&to, &err));
         }
-        Flow::Continue
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {

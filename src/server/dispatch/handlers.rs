@@ -1,6 +1,7 @@
 //! Channel → handler registry and the worker pool (`ThreadPoolSize` threads, fed through the
 //! queue mutex of the C design) that runs application handlers, so that a slow handler never
 //! stalls a connection's reads, writes or heartbeat.
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 //! an `origin` object), and answers; its answers are routed back to the caller under the
 //! caller's id. When the service goes away its channels are unregistered and what it still
 //! owed gets `unavailable`.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -15,6 +15,7 @@
 //! joins the publisher's `corked` list) and flushes them all when the round ends or
 //! [`CORK_EVENTS`] events are waiting, so a backlog costs one `send(2)` per subscriber per
 //! batch instead of one per event, and a quiet stream still goes out at once.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::sync::Arc;

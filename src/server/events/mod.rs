@@ -6,6 +6,7 @@
 //! Reliable events also stay in the session's outbox until acknowledged. Publishing takes one
 //! mutex for the whole fan-out, so every subscriber sees events in the same (publish) order,
 //! and never blocks on a client: it pushes onto each connection's queue and wakes it.
+#![forbid(unsafe_code)]
 
 pub(crate) mod bus;
 pub(crate) mod direct;

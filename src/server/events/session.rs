@@ -1,5 +1,6 @@
 //! A client's session: its subscriptions, its seq counter, the replay ring and the outbox of
 //! unacknowledged reliable events, and the connection it is attached to (if any).
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};

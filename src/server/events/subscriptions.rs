@@ -1,5 +1,6 @@
 //! `system/subscribe` and `system/unsubscribe`: a session's channel and action filters, and the
 //! channel → sessions index the fan-out reads.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! Admission of an upgrade request: the subprotocol, the credentials (header or query), the
 //! address's block and handshake rate, and a MaxConnections / MaxConnectionsPerIp slot.
+#![forbid(unsafe_code)]
 
+use crate::config::Config;
 use crate::server::context::ServerContext;
 use crate::server::net::refusal::Rejection;
 use crate::server::net::request::RequestHead;
@@ -19,8 +21,15 @@ pub(super) fn admit(
     conn: &ConnectionHandle,
     head: &RequestHead,
 ) -> Result<Admitted, Rejection> {
-    let config = &ctx.config;
-    let ip = conn.peer.ip();
+    address_allowed(ctx, conn.peer.ip())?;
+    let protocol = subprotocol(&ctx.config, head)?;
+    let identity = identity(ctx, head)?;
+    take_slot(ctx)?;
+    Ok(Admitted { protocol, identity })
+}
+
+/// 429 for a blocked address, or one over HandshakesPerMinutePerIp.
+fn address_allowed(ctx: &ServerContext, ip: std::net::IpAddr) -> Result<(), Rejection> {
     if let Some(left) = ctx.limits.blocked_for(ip) {
         let secs = left.as_secs() + 1;
         return Err(Rejection::new(
@@ -43,39 +52,56 @@ pub(super) fn admit(
         )
         .header("Retry-After", "60"));
     }
+    Ok(())
+}
+
+/// Our subprotocol when the client offers it; 400 when it does not and RequireProtocol.
+fn subprotocol(config: &Config, head: &RequestHead) -> Result<Option<String>, Rejection> {
     let protocol = head
         .protocols
         .iter()
         .find(|p| **p == config.protocol)
         .cloned();
-    if protocol.is_none() && config.require_protocol {
-        let offered = if head.protocols.is_empty() {
-            "none".to_string()
-        } else {
-            head.protocols.join(", ")
-        };
-        return Err(Rejection::new(
-            400,
-            "Bad Request",
-            "invalid_protocol",
-            format!(
-                "subprotocol {:?} is required (Sec-WebSocket-Protocol); offered: {offered}",
-                config.protocol
-            ),
-        ));
+    if protocol.is_some() || !config.require_protocol {
+        return Ok(protocol);
     }
-    let identity = match credential(head) {
-        Some(Ok(cred)) => match ctx.auth.verify(&cred) {
-            Ok(identity) => Some(identity),
-            Err(why) => return Err(unauthorized(why.0)),
-        },
-        Some(Err(CredentialProblem::Malformed(why))) => return Err(unauthorized(why)),
-        Some(Err(CredentialProblem::Ambiguous(why))) => {
-            return Err(Rejection::new(400, "Bad Request", "invalid_message", why)
-                .state(ConnState::Rejected));
-        }
-        None => ctx.auth.anonymous(),
+    let offered = if head.protocols.is_empty() {
+        "none".to_string()
+    } else {
+        head.protocols.join(", ")
     };
+    Err(Rejection::new(
+        400,
+        "Bad Request",
+        "invalid_protocol",
+        format!(
+            "subprotocol {:?} is required (Sec-WebSocket-Protocol); offered: {offered}",
+            config.protocol
+        ),
+    ))
+}
+
+/// Who the request's credentials say it is: `None` when it gave none and must authenticate
+/// later (or the anonymous viewer without AuthRequired); 401 or 400 for bad ones.
+fn identity(ctx: &ServerContext, head: &RequestHead) -> Result<Option<Identity>, Rejection> {
+    match credential(head) {
+        Some(Ok(cred)) => match ctx.auth.verify(&cred) {
+            Ok(identity) => Ok(Some(identity)),
+            Err(why) => Err(unauthorized(why.0)),
+        },
+        Some(Err(CredentialProblem::Malformed(why))) => Err(unauthorized(why)),
+        Some(Err(CredentialProblem::Ambiguous(why))) => {
+            Err(Rejection::new(400, "Bad Request", "invalid_message", why)
+                .state(ConnState::Rejected))
+        }
+        None => Ok(ctx.auth.anonymous()),
+    }
+}
+
+/// Takes a MaxConnections slot; 503 when none is left or the server is shutting down.
+/// MaxConnectionsPerIp was applied at accept, to every connection of the address
+/// (handshaking ones included), so an established slot per address needs no count here.
+fn take_slot(ctx: &ServerContext) -> Result<(), Rejection> {
     if ctx.shutdown.is_requested() {
         return Err(Rejection::new(
             503,
@@ -85,23 +111,19 @@ pub(super) fn admit(
         )
         .header("Retry-After", "5"));
     }
+    let max = ctx.config.max_connections;
     let mut registry = ctx.connections.lock();
-    if registry.established >= config.max_connections {
+    if registry.established >= max {
         return Err(Rejection::new(
             503,
             "Service Unavailable",
             "server_busy",
-            format!(
-                "MaxConnections ({}) reached; retry later",
-                config.max_connections
-            ),
+            format!("MaxConnections ({max}) reached; retry later"),
         )
         .header("Retry-After", "5"));
     }
-    // MaxConnectionsPerIp was applied at accept, to every connection of the address
-    // (handshaking ones included), so an established slot per address needs no count here.
     registry.established += 1;
-    Ok(Admitted { protocol, identity })
+    Ok(())
 }
 
 /// 401 for credentials that are present but wrong: the connection ends Rejected and the

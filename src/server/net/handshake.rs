@@ -5,6 +5,7 @@
 //! The request head is parsed with `httparse` (what tungstenite uses) because tungstenite
 //! cannot answer a non-upgrade request; the bytes read are then replayed to tungstenite's own
 //! handshake, which validates the upgrade and writes the 101 response.
+#![forbid(unsafe_code)]
 
 use std::io::{self, Read};
 use std::net::TcpStream;

@@ -1,6 +1,7 @@
 //! Binding (Interface and Port, falling back through Port..Port+PortFallbackCount-1; IPv4
 //! and/or IPv6) and the accept loop (`hws-accept`): one `poll(2)` over the listeners and the
 //! shutdown wake descriptor, so shutdown stops accepting at once.
+#![forbid(unsafe_code)]
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -239,15 +240,7 @@ pub(crate) fn accept_loop(
         write: false,
     });
     let mut ready = Vec::with_capacity(interests.len());
-    let max_threads = ctx.config.max_connections + HANDSHAKE_HEADROOM;
-    let mut descriptors = Shortage::new(
-        "file descriptors",
-        "raise `ulimit -n` or lower MaxConnections",
-    );
-    let mut threads = Shortage::new(
-        "threads",
-        "lower MaxConnections or ThreadStackSize, or raise the process's memory or thread limits",
-    );
+    let mut acceptor = Acceptor::new(&ctx);
     while !ctx.shutdown.is_requested() {
         tag.set(Activity::Waiting, ctx.uptime_ms());
         if let Err(e) = wake::wait(&interests, None, &mut ready) {
@@ -259,70 +252,8 @@ pub(crate) fn accept_loop(
             break;
         }
         for (listener, r) in listeners.iter().zip(&ready) {
-            if !r.readable {
-                continue;
-            }
-            loop {
-                match listener.accept() {
-                    Ok((tcp, peer)) => {
-                        if ctx.connections_from(peer.ip()) >= ctx.config.max_connections_per_ip {
-                            log::debug!(
-                                "refusing {peer}: MaxConnectionsPerIp ({}) open or handshaking",
-                                ctx.config.max_connections_per_ip
-                            );
-                            let why = format!(
-                                "MaxConnectionsPerIp ({}) reached for {}: connections still in their handshake count too",
-                                ctx.config.max_connections_per_ip,
-                                peer.ip()
-                            );
-                            refuse_early(&ctx, &tcp, "429 Too Many Requests", "rate_limited", &why);
-                            continue;
-                        }
-                        if ctx.live_connections() >= max_threads {
-                            log::warn!(
-                                "refusing {peer}: {max_threads} connections already open or handshaking"
-                            );
-                            refuse_busy(&ctx, &tcp);
-                            continue;
-                        }
-                        // The connection's wake descriptor: with the socket, one of the two
-                        // descriptors a client costs. Without it the client gets a 503 (it
-                        // would otherwise see its connection dropped without a word) and the
-                        // loop pauses as when accept itself runs out.
-                        let waker = match Waker::new() {
-                            Ok(w) => w,
-                            Err(e) => {
-                                refuse_busy(&ctx, &tcp);
-                                if is_out_of_descriptors(&e) {
-                                    descriptors.pause(&e, &ctx);
-                                    break;
-                                }
-                                log::error!("refusing {peer}: no wake descriptor: {e}");
-                                continue;
-                            }
-                        };
-                        descriptors.end();
-                        // No thread for it (memory or thread limits): a 503 as well, and a
-                        // pause, so that a shortage is not a storm of failing clients.
-                        match connection::spawn(&ctx, tcp, peer, waker) {
-                            Ok(()) => threads.end(),
-                            Err((e, socket)) => {
-                                refuse_busy(&ctx, &socket);
-                                threads.pause(&e, &ctx);
-                                break;
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if is_out_of_descriptors(&e) => {
-                        descriptors.pause(&e, &ctx);
-                        break;
-                    }
-                    Err(e) => {
-                        log::debug!("accept: {e}");
-                        break;
-                    }
-                }
+            if r.readable {
+                acceptor.drain(listener);
             }
         }
         ctx.threads.reap();
@@ -331,4 +262,112 @@ pub(crate) fn accept_loop(
         "accept loop stopped; closing {} listener(s)",
         listeners.len()
     );
+}
+
+/// Takes connections off a listener and starts their threads, within the limits.
+struct Acceptor<'a> {
+    ctx: &'a Arc<ServerContext>,
+    /// Connection threads at most (established and handshaking).
+    max_threads: usize,
+    descriptors: Shortage,
+    threads: Shortage,
+}
+
+/// Whether the acceptor goes on with the listener's backlog.
+enum Next {
+    More,
+    Pause,
+}
+
+impl<'a> Acceptor<'a> {
+    fn new(ctx: &'a Arc<ServerContext>) -> Self {
+        Acceptor {
+            ctx,
+            max_threads: ctx.config.max_connections + HANDSHAKE_HEADROOM,
+            descriptors: Shortage::new(
+                "file descriptors",
+                "raise `ulimit -n` or lower MaxConnections",
+            ),
+            threads: Shortage::new(
+                "threads",
+                "lower MaxConnections or ThreadStackSize, or raise the process's memory or thread limits",
+            ),
+        }
+    }
+
+    /// Accepts until the listener's backlog is empty or a shortage pauses the loop.
+    fn drain(&mut self, listener: &TcpListener) {
+        loop {
+            match listener.accept() {
+                Ok((tcp, peer)) => {
+                    if let Next::Pause = self.take(tcp, peer) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    self.descriptors.pause(&e, self.ctx);
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One accepted socket: refused early (per-address or thread limit, no wake descriptor,
+    /// no thread) or given its connection thread.
+    fn take(&mut self, tcp: TcpStream, peer: SocketAddr) -> Next {
+        let ctx = self.ctx;
+        let per_ip = ctx.config.max_connections_per_ip;
+        if ctx.connections_from(peer.ip()) >= per_ip {
+            log::debug!("refusing {peer}: MaxConnectionsPerIp ({per_ip}) open or handshaking");
+            let why = format!(
+                "MaxConnectionsPerIp ({per_ip}) reached for {}: connections still in their handshake count too",
+                peer.ip()
+            );
+            refuse_early(ctx, &tcp, "429 Too Many Requests", "rate_limited", &why);
+            return Next::More;
+        }
+        if ctx.live_connections() >= self.max_threads {
+            log::warn!(
+                "refusing {peer}: {} connections already open or handshaking",
+                self.max_threads
+            );
+            refuse_busy(ctx, &tcp);
+            return Next::More;
+        }
+        // The connection's wake descriptor: with the socket, one of the two descriptors a
+        // client costs. Without it the client gets a 503 (it would otherwise see its
+        // connection dropped without a word) and the loop pauses as when accept itself runs
+        // out.
+        let waker = match Waker::new() {
+            Ok(w) => w,
+            Err(e) => {
+                refuse_busy(ctx, &tcp);
+                if is_out_of_descriptors(&e) {
+                    self.descriptors.pause(&e, ctx);
+                    return Next::Pause;
+                }
+                log::error!("refusing {peer}: no wake descriptor: {e}");
+                return Next::More;
+            }
+        };
+        self.descriptors.end();
+        // No thread for it (memory or thread limits): a 503 as well, and a pause, so that a
+        // shortage is not a storm of failing clients.
+        match connection::spawn(ctx, tcp, peer, waker) {
+            Ok(()) => {
+                self.threads.end();
+                Next::More
+            }
+            Err((e, socket)) => {
+                refuse_busy(ctx, &socket);
+                self.threads.pause(&e, ctx);
+                Next::Pause
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The client's byte stream: a TCP socket, plain or under rustls, that first replays the
 //! request head the handshake already read (so tungstenite's own handshake can parse it).
+#![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

@@ -1,6 +1,7 @@
 //! TLS (`SecureMode: "tls"`): a rustls `ServerConfig` (ring provider, TLS 1.2 and 1.3) from PEM
 //! files, parsed with rustls-pki-types. The byte-level TLS I/O is in `crate::tls_io`, shared
 //! with the client.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -48,8 +48,6 @@ pub(crate) struct ConnectionHandle {
     pub identity: Mutex<Option<Identity>>,
     /// Milliseconds since server start of the last message from the client.
     pub last_activity_ms: AtomicU64,
-    /// OS thread id of the connection thread (for the thread dump).
-    pub tid: AtomicU64,
     /// The newest status event not yet sent: status is coalesced, never queued.
     status_slot: Mutex<Option<Arc<str>>>,
     /// A close that must not wait behind the queue (slow client): code, or 0.
@@ -94,7 +92,6 @@ impl ConnectionHandle {
             state: AtomicU8::new(ConnState::Connecting as u8),
             identity: Mutex::new(None),
             last_activity_ms: AtomicU64::new(0),
-            tid: AtomicU64::new(0),
             status_slot: Mutex::new(None),
             urgent_close: AtomicU16::new(0),
             ws: Mutex::new(None),

@@ -1,5 +1,6 @@
 //! Real figures of this process (threads, memory) and of the system it runs on, for the status
 //! and info objects.
+#![forbid(unsafe_code)]
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -71,21 +72,10 @@ fn thread_count() -> u64 {
 
 /// The kernel's `uname(2)` fields, for `system/info`.
 pub(crate) fn uname() -> Value {
-    // SAFETY: utsname is plain old data; uname fills it and we read NUL-terminated fields.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return json!({});
-    }
-    let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
+    let u = rustix::system::uname();
+    let text = |f: &std::ffi::CStr| f.to_string_lossy().into_owned();
     json!({
-        "sysname": field(&u.sysname), "nodename": field(&u.nodename), "release": field(&u.release),
-        "version": field(&u.version), "machine": field(&u.machine),
+        "sysname": text(u.sysname()), "nodename": text(u.nodename()), "release": text(u.release()),
+        "version": text(u.version()), "machine": text(u.machine()),
     })
 }

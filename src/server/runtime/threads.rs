@@ -108,9 +108,9 @@ pub struct StuckThread {
     pub state: String,
 }
 
-fn current_tid() -> u64 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() as u64 }
+/// The calling thread's OS id (what `gdb`'s `info threads` and `/proc/self/task` show).
+pub(crate) fn current_tid() -> u64 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u64
 }
 
 /// How long starting a background thread waits for it to run.

@@ -2,6 +2,7 @@
 //! backend): a PEM public key or a JWKS file (`kid` selects the key), RS256/ES256/EdDSA and
 //! the other asymmetric algorithms, `exp`/`nbf`/`iss`/`aud` checked, and the role taken from a
 //! `role` claim (or `scope`).
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;

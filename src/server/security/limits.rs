@@ -2,6 +2,7 @@
 //! address (messages over the rate, failed authentications) that block the address for
 //! BlockSeconds; and upgrade attempts per address per minute. State is per address and swept by the
 //! `hws-status` thread, so a stream of one-off addresses cannot grow it without bound.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -2,6 +2,7 @@
 //! configured private key, valid TtlSeconds, naming the identity, its role and its session.
 //! They are returned by `system/auth` (and in `system/welcome`), and accepted later as Bearer
 //! credentials and by `system/resume`.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! connection's own identity, and `auth.signature` (HMAC-SHA256 with the caller's API key, hex)
 //! over `id \n timestamp \n channel \n action \n compact JSON of data` is required for
 //! SensitiveActions, with a timestamp within 30 s of the server clock.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
