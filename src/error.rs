@@ -1,4 +1,4 @@
-//! The one public error type.
+//! The one public error type, [`Error`], and [`Timeout`], which names the wait that ended.
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -76,14 +76,77 @@ pub enum Error {
     },
     /// Client: the server answered a request with an error object.
     Server(WireError),
-    /// Client: no answer (or close handshake) within the timeout named here.
-    Timeout(String),
+    /// Client: a wait ended at its deadline; [`Timeout`] says which one.
+    Timeout(Timeout),
     /// Client: there is no link to the server (it dropped and the client is reconnecting, or
     /// the client was disconnected). Requests pending when a link drops end with this at once.
     Disconnected,
+    /// A server refused what the API was asked to do, with the error a client would get
+    /// (`Publisher::publish`: `invalid_message` for a bad name, `forbidden` for `system`,
+    /// `shutting_down` once the shutdown began).
+    Refused(WireError),
     /// Client: a bounded queue was full; the text names it. For `send`: slow down. For a
     /// subscription queue: read it faster (a `Gap` marker follows).
     QueueFull(String),
+}
+
+/// Which wait of the client timed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// [`crate::client::Client::connect`]: the server did not welcome the client in time.
+    Welcome {
+        /// How long the client waited.
+        waited: Duration,
+    },
+    /// [`crate::client::Client::request`]: no response to `channel/action` in time.
+    Response {
+        /// The command's channel.
+        channel: String,
+        /// The command's action.
+        action: String,
+        /// The request's timeout.
+        waited: Duration,
+    },
+    /// Looking up the server's host name took longer than `connect_timeout`.
+    Lookup {
+        /// The host name.
+        host: String,
+        /// The connect timeout.
+        waited: Duration,
+    },
+    /// [`crate::client::Client::disconnect`]: these client threads did not end in time.
+    Disconnect {
+        /// The threads' names.
+        threads: Vec<String>,
+    },
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Timeout::Welcome { waited } => write!(
+                f,
+                "the server did not welcome the client within {} ms",
+                waited.as_millis()
+            ),
+            Timeout::Response {
+                channel,
+                action,
+                waited,
+            } => write!(
+                f,
+                "no response to {channel}/{action} within {} ms",
+                waited.as_millis()
+            ),
+            Timeout::Lookup { host, waited } => write!(
+                f,
+                "looking up {host} took longer than connect_timeout ({} ms)",
+                waited.as_millis()
+            ),
+            Timeout::Disconnect { threads } => write!(f, "client threads {threads:?} did not end"),
+        }
+    }
 }
 
 impl Error {
@@ -136,6 +199,7 @@ impl fmt::Display for Error {
                 "server refused the connection: HTTP {status} {code}: {message}"
             ),
             Error::Server(e) => write!(f, "server error {}: {}", e.code.as_str(), e.message),
+            Error::Refused(e) => write!(f, "refused ({}): {}", e.code.as_str(), e.message),
             Error::Timeout(what) => write!(f, "timed out: {what}"),
             Error::Disconnected => f.write_str("not connected to the server (the link is down)"),
             Error::QueueFull(what) => write!(f, "queue full: {what}"),

@@ -18,17 +18,17 @@
 //! config.interface = "127.0.0.1".parse().unwrap();
 //! config.port = 0;
 //! config.keys.push(ApiKey::new("printer-ui", Secret::new("a-long-random-key-1234"), Role::Operator));
-//! let server = Server::start(config).unwrap();
-//! server
-//!     .register_handler("print", |req| match req.command.action.as_str() {
+//! let server = Server::builder(config)
+//!     .handler("print", |req| match req.command.action.as_str() {
 //!         "start" => Ok(json!({"started": req.command.data["file"]})),
 //!         other => Err(hydrogen_ws::WireError::new(
 //!             hydrogen_ws::ErrorCode::UnknownAction,
 //!             format!("print has no action {other}"),
 //!         )),
 //!     })
+//!     .start()
 //!     .unwrap();
-//! println!("listening on {}", server.bound_addr());
+//! println!("listening on {}, {} clients", server.bound_addr(), server.status().active_connections);
 //! let report = server.shutdown();
 //! assert!(report.stuck_threads.is_empty());
 //! ```
@@ -57,7 +57,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod json_keys;
-pub mod message;
+mod message;
 mod secret;
 mod server;
 mod tls_io;
@@ -65,10 +65,15 @@ mod wake;
 
 pub use client::{Client, ClientConfig};
 pub use config::Config;
-pub use error::Error;
+pub use error::{Error, Timeout};
 pub use message::{Command, ErrorCode, MessageAuth, WireError};
 pub use server::{
-    ApiKey, AuthMethod, HandlerResult, Identity, Request, Role, Secret, Server, ServerHandle,
+    ApiKey, AuthMethod, HandlerResult, Identity, Request, Role, Secret, Server, ServerBuilder,
     ShutdownReport, StuckThread,
 };
-pub use server::{Event, JwtConfig, Priority, Publisher, SessionTokenConfig};
+pub use server::{Event, JwtConfig, Priority, Publisher, SessionTokenConfig, Status};
+
+/// The parts of a [`Status`] (what `system/status` answers, typed).
+pub mod status {
+    pub use crate::server::{EventFigures, ProcessStatus, ServiceFigures, SystemInfo};
+}

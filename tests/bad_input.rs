@@ -12,7 +12,7 @@ use tungstenite::Message;
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 
-fn assert_still_serving(server: &hydrogen_ws::ServerHandle) {
+fn assert_still_serving(server: &hydrogen_ws::Server) {
     let mut other = connect(server.bound_addr(), Some(VIEWER_KEY));
     assert_eq!(
         request(&mut other, "alive", "system", "ping", json!({}))["status"],

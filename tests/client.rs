@@ -21,7 +21,7 @@ use hydrogen_ws::client::{
     Callbacks, Client, ClientConfig, Credentials, Delivery, DisconnectInfo, GapReason,
     ReconnectInfo, Subscription, TlsRoots,
 };
-use hydrogen_ws::{Error, ErrorCode, Event, ServerHandle};
+use hydrogen_ws::{Error, ErrorCode, Event, Server};
 use serde_json::{Value, json};
 use support::proxy::Proxy;
 use support::{ADMIN_KEY, OPERATOR_KEY, VIEWER_KEY, WAIT, start, start_with, wait_for};
@@ -34,7 +34,7 @@ fn config(url: &str, key: &str) -> ClientConfig {
     c
 }
 
-fn url(server: &ServerHandle) -> String {
+fn url(server: &Server) -> String {
     format!("ws://{}/", server.bound_addr())
 }
 
@@ -77,7 +77,7 @@ fn next_event_n(d: Option<Delivery>) -> u64 {
 }
 
 /// Publishes `{"n": n}` on `print` and expects it as the next delivery of `sub`.
-fn publish_and_receive(server: &ServerHandle, sub: &Subscription, n: u64) {
+fn publish_and_receive(server: &Server, sub: &Subscription, n: u64) {
     server
         .publisher()
         .publish("print", "progress", json!({"n": n}))
@@ -112,7 +112,7 @@ fn request_response_errors_and_timeouts() {
     }
     let t0 = Instant::now();
     match client.request("slow", "go", json!({}), Duration::from_millis(200)) {
-        Err(Error::Timeout(what)) => assert!(what.contains("slow/go"), "{what}"),
+        Err(Error::Timeout(what)) => assert!(what.to_string().contains("slow/go"), "{what}"),
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(t0.elapsed() < Duration::from_secs(1));
@@ -167,7 +167,7 @@ fn subscriptions_own_and_shared_queues_and_unsubscribe() {
     }
     client.unsubscribe(print.id()).unwrap();
     wait_for("server drops the print subscription", || {
-        server.status()["events"]["subscriptions"] == 2
+        server.status().events.subscriptions == 2
     });
     publisher
         .publish("print", "progress", json!({"n": 6}))
@@ -206,7 +206,7 @@ fn reliable_events_are_acked_after_queueing_and_full_queues_get_a_gap() {
         other => panic!("{other:?}"),
     }
     wait_for("the server has the ack", || {
-        server.status()["events"]["unacked_events"] == 0
+        server.status().events.unacked_events == 0
     });
     // Ten ordinary events into a queue of four nobody reads: four arrive, then a Gap marker.
     for n in 2..=11 {
@@ -316,7 +316,7 @@ fn expired_session_resubscribes_and_marks_a_gap() {
     proxy.cut();
     watch.disconnects.recv_timeout(WAIT).unwrap();
     wait_for("the detached session expires", || {
-        server.status()["events"]["sessions"] == 0
+        server.status().events.sessions == 0
     });
     // Meanwhile events go nowhere (no session): the client must learn it missed them.
     server
@@ -393,7 +393,12 @@ fn auth_failures_do_not_loop_until_credentials_change() {
     // Give a looping client the chance to show itself: several backoff periods.
     thread::sleep(Duration::from_millis(600));
     assert_eq!(
-        server.status()["rejected"]["auth_failed"],
+        server
+            .status()
+            .rejected
+            .get("auth_failed")
+            .copied()
+            .unwrap_or(0),
         1,
         "no retry loop"
     );
@@ -422,12 +427,9 @@ fn close_1008_from_an_admin_stops_reconnecting() {
         .unwrap();
     let down = watch.disconnects.recv_timeout(WAIT).unwrap();
     assert_eq!((down.code, down.will_reconnect), (1008, false));
-    let before = server.status()["total_connections"].as_u64().unwrap();
+    let before = server.status().total_connections;
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        server.status()["total_connections"].as_u64().unwrap(),
-        before
-    );
+    assert_eq!(server.status().total_connections, before);
     assert!(matches!(
         client.request("system", "ping", json!({}), WAIT),
         Err(Error::Disconnected)
@@ -610,7 +612,7 @@ fn cli_client_prints_events_and_sends_stdin_lines() {
         .unwrap();
     let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
     wait_for("the CLI subscribed", || {
-        server.status()["events"]["subscriptions"] == 1
+        server.status().events.subscriptions == 1
     });
     server
         .publisher()
@@ -674,7 +676,7 @@ fn client_demo_example_runs_its_lifecycle() {
         client_demo::demo(&url, VIEWER_KEY, "print", 3, WAIT).map_err(|e| e.to_string())
     });
     wait_for("the demo subscribed", || {
-        server.status()["events"]["subscriptions"] == 1
+        server.status().events.subscriptions == 1
     });
     for n in 1..=3 {
         publisher

@@ -14,14 +14,13 @@ use support::*;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-fn subscribe(ws: &mut Client, id: &str, data: Value) -> Value {
-    let r = request(ws, id, "system", "subscribe", data);
-    assert_eq!(r["status"], "ok", "{r}");
+fn subscribe(ws: &mut TestSocket, id: &str, data: Value) -> Value {
+    let r = request_ok(ws, id, "system", "subscribe", data);
     r["data"].clone()
 }
 
 /// `system/resume` of session `session_id` after `last_seq`; returns the response.
-fn resume(ws: &mut Client, session_id: &Value, last_seq: u64) -> Value {
+fn resume(ws: &mut TestSocket, session_id: &Value, last_seq: u64) -> Value {
     request(
         ws,
         "r",
@@ -32,7 +31,7 @@ fn resume(ws: &mut Client, session_id: &Value, last_seq: u64) -> Value {
 }
 
 /// Next event (skipping responses).
-fn next_event(ws: &mut Client) -> Value {
+fn next_event(ws: &mut TestSocket) -> Value {
     loop {
         let v = recv_json(ws);
         if v["type"] == "event" {
@@ -42,7 +41,7 @@ fn next_event(ws: &mut Client) -> Value {
 }
 
 /// Events received before the response to a ping (which marks "everything sent before").
-fn events_until_ping(ws: &mut Client, id: &str) -> Vec<Value> {
+fn events_until_ping(ws: &mut TestSocket, id: &str) -> Vec<Value> {
     send(ws, &command(id, "system", "ping", json!({})));
     let mut out = Vec::new();
     loop {
@@ -161,7 +160,7 @@ fn subscribe_filter_and_unsubscribe() {
 #[test]
 fn order_and_seq_with_concurrent_publishers() {
     let server = start();
-    let mut subs: Vec<Client> = (0..3)
+    let mut subs: Vec<TestSocket> = (0..3)
         .map(|_| connect(server.bound_addr(), Some(VIEWER_KEY)))
         .collect();
     for s in subs.iter_mut() {
@@ -265,15 +264,10 @@ fn status_events_are_coalesced_for_a_client_that_is_behind() {
             .publish("bulk", "blob", json!({"b": blob}))
             .unwrap();
     }
-    let offered_at_start = server.status()["events"]["status_offered"]
-        .as_u64()
-        .unwrap();
+    let offered_at_start = server.status().events.status_offered;
 
     wait_for("200 status offers", || {
-        server.status()["events"]["status_offered"]
-            .as_u64()
-            .unwrap()
-            >= offered_at_start + 200
+        server.status().events.status_offered >= offered_at_start + 200
     });
     // Now read everything: 40 blobs and the status events in between.
     let mut blobs = 0;
@@ -286,10 +280,7 @@ fn status_events_are_coalesced_for_a_client_that_is_behind() {
             other => panic!("unexpected {other}"),
         }
     }
-    let offered = server.status()["events"]["status_offered"]
-        .as_u64()
-        .unwrap()
-        - offered_at_start;
+    let offered = server.status().events.status_offered - offered_at_start;
     // Statuses keep coming (legitimately) while the client reads the backlog out, but of the
     // 200+ offered while it was stalled, only the newest is waiting for it.
     assert!(
@@ -344,7 +335,7 @@ fn reliable_event_is_redelivered_until_acked_then_1008_after_max_retries() {
     thread::sleep(Duration::from_millis(300));
     assert!(events_until_ping(&mut acker, "p").is_empty());
     assert_eq!(
-        server.status()["events"]["unacked_events"],
+        server.status().events.unacked_events,
         1,
         "only the ignorer's copy is unacked"
     );
@@ -397,7 +388,7 @@ fn slow_client_is_closed_1013_and_can_resume_without_loss() {
     }
     assert_eq!(fast_reader.join().unwrap(), (1..=300).collect::<Vec<u64>>());
     wait_for("the slow client to be closed", || {
-        server.status()["events"]["slow_client_closes"] == 1
+        server.status().events.slow_client_closes == 1
     });
     // The slow client drains what reached its socket, then finds close 1013.
     let mut last_seq = 0;
@@ -489,7 +480,7 @@ fn resume_is_refused_for_another_identity_and_reports_gaps_and_expiry() {
     subscribe(&mut ws, "s", json!({"channels": ["print"]}));
     drop(ws);
     wait_for("the session to detach", || {
-        server.status()["events"]["sessions_detached"] == 1
+        server.status().events.sessions_detached == 1
     });
     for n in 0..30 {
         publisher
@@ -511,7 +502,7 @@ fn resume_is_refused_for_another_identity_and_reports_gaps_and_expiry() {
     drop(same);
     // After SessionResumeSeconds the session is gone.
     wait_for("the session to expire", || {
-        server.status()["events"]["sessions"] == 1
+        server.status().events.sessions == 1
     });
     let mut late = connect(server.bound_addr(), Some(VIEWER_KEY));
     let r = resume(&mut late, &welcome["session_id"], 31);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
-use hydrogen_ws::{Event, ServerHandle};
+use hydrogen_ws::{Event, Server};
 use parking_lot::Mutex;
 use serde_json::json;
 use support::*;
@@ -34,7 +34,7 @@ struct Baseline {
     fds: usize,
 }
 
-fn baseline(server: &ServerHandle) -> Baseline {
+fn baseline(server: &Server) -> Baseline {
     // One full round trip first, so lazily opened descriptors are counted in.
     let mut ws = connect(server.bound_addr(), Some(VIEWER_KEY));
     request(&mut ws, "warm", "system", "ping", json!({}));
@@ -49,7 +49,7 @@ fn baseline(server: &ServerHandle) -> Baseline {
 }
 
 /// The server answers a new client, and threads and descriptors come back to `base`.
-fn assert_recovered(server: &ServerHandle, base: &Baseline, scenario: &str) {
+fn assert_recovered(server: &Server, base: &Baseline, scenario: &str) {
     let mut ws = connect(server.bound_addr(), Some(VIEWER_KEY));
     let pong = request(&mut ws, "after", "system", "ping", json!({}));
     assert_eq!(
@@ -79,7 +79,7 @@ fn clients_that_reset_without_a_close_frame() {
     let _one = ONE_AT_A_TIME.lock();
     let server = start();
     let base = baseline(&server);
-    let clients: Vec<Client> = (0..50)
+    let clients: Vec<TestSocket> = (0..50)
         .map(|_| connect(server.bound_addr(), Some(VIEWER_KEY)))
         .collect();
     for ws in clients {
@@ -97,7 +97,7 @@ fn half_open_clients_that_never_read() {
     let _one = ONE_AT_A_TIME.lock();
     let server = start_with(|c| c.outbound_queue_limit = 64);
     let base = baseline(&server);
-    let mut stuck: Vec<Client> = Vec::new();
+    let mut stuck: Vec<TestSocket> = Vec::new();
     for _ in 0..5 {
         let mut ws = connect(server.bound_addr(), Some(VIEWER_KEY));
         request(
@@ -120,12 +120,7 @@ fn half_open_clients_that_never_read() {
         n += 1;
         assert!(n < 100_000, "half-open clients were never closed");
     }
-    assert!(
-        server.status()["events"]["slow_client_closes"]
-            .as_u64()
-            .unwrap()
-            >= 5
-    );
+    assert!(server.status().events.slow_client_closes >= 5);
     drop(stuck);
     assert_recovered(&server, &base, "half-open");
 }
@@ -322,7 +317,7 @@ fn a_handler_that_never_returns_does_not_starve_other_channels() {
     }
     // All ten are taken in: the workers they may use are busy, the rest wait in the queue.
     wait_for("the stuck commands are queued", || {
-        server.status()["handler_backlog"].as_u64().unwrap() >= 6
+        server.status().handler_backlog >= 6
     });
     let mut ws = connect(server.bound_addr(), Some(OPERATOR_KEY));
     for i in 0..5 {
@@ -372,10 +367,7 @@ fn shutdown_with_1000_clients_mid_stream() {
         n
     });
     wait_for("events are flowing", || {
-        server.status()["events"]["events_published"]
-            .as_u64()
-            .unwrap()
-            > 20
+        server.status().events.events_published > 20
     });
     let t0 = Instant::now();
     let report = server.shutdown();

@@ -25,14 +25,13 @@ fn handler_gets_command_and_identity_and_runs_on_a_worker() {
         })
         .unwrap();
     let mut ws = connect(server.bound_addr(), Some(OPERATOR_KEY));
-    let r = request(
+    let r = request_ok(
         &mut ws,
         "c1",
         "print",
         "start",
         json!({"file": "cube.gcode"}),
     );
-    assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(
         (r["channel"].as_str(), r["action"].as_str()),
         (Some("print"), Some("start"))
@@ -158,4 +157,24 @@ fn many_clients_in_parallel_each_get_their_own_answers() {
         w.join().unwrap();
     }
     assert_eq!(calls.load(Ordering::Relaxed), 400);
+}
+
+#[test]
+fn handlers_given_to_the_builder_serve_the_first_command() {
+    // register_handler runs after accepting started; a builder's handlers are in place
+    // before the first connection, so its first command never meets unknown_channel.
+    let server = hydrogen_ws::Server::builder(test_config())
+        .handler("print", |req| Ok(json!({"echo": req.command.action})))
+        .start()
+        .unwrap();
+    let mut ws = connect(server.bound_addr(), Some(OPERATOR_KEY));
+    let r = request_ok(&mut ws, "b1", "print", "start", json!({}));
+    assert_eq!(r["data"]["echo"], "start");
+    let refused = hydrogen_ws::Server::builder(test_config())
+        .handler("system", |_| Ok(json!({})))
+        .start();
+    assert!(
+        matches!(refused, Err(hydrogen_ws::Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
 }

@@ -57,7 +57,7 @@ fn sign(alg: Algorithm, kid: Option<&str>, private_pem: &str, claims: &Value) ->
     encode(&header, claims, &key).unwrap()
 }
 
-fn jwt_server(setup: impl FnOnce(&mut JwtConfig)) -> hydrogen_ws::ServerHandle {
+fn jwt_server(setup: impl FnOnce(&mut JwtConfig)) -> hydrogen_ws::Server {
     let mut j = JwtConfig::default();
     j.issuer = Some("hydrogen-tests".into());
     j.audience = Some("printers".into());
@@ -73,7 +73,7 @@ fn bearer(token: &str) -> String {
 }
 
 /// Connects with a Bearer token; returns the welcome's role.
-fn role_with(server: &hydrogen_ws::ServerHandle, token: &str) -> String {
+fn role_with(server: &hydrogen_ws::Server, token: &str) -> String {
     let mut ws = connect_bearer(server.bound_addr(), token).expect("token accepted");
     recv_json(&mut ws)["data"]["role"]
         .as_str()

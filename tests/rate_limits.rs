@@ -87,7 +87,7 @@ fn an_authenticated_client_over_its_rate_is_closed_alone_not_its_address() {
         request(&mut neighbour, "n", "system", "ping", json!({}))["status"],
         "ok"
     );
-    assert_eq!(server.status()["blocked_addresses"], 0);
+    assert_eq!(server.status().blocked_addresses, 0);
 }
 
 /// Failed authentication is abuse of the address: after ViolationsBeforeBlock failures the
@@ -123,7 +123,7 @@ fn repeated_auth_failures_block_the_address_until_block_seconds_pass() {
             .unwrap()
             .contains("blocked")
     );
-    assert_eq!(server.status()["blocked_addresses"], 1);
+    assert_eq!(server.status().blocked_addresses, 1);
     wait_for("the block to end", || {
         try_connect(server.bound_addr(), Some(VIEWER_KEY), "/", Some(PROTOCOL)).is_ok()
     });

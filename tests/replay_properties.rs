@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use hydrogen_ws::{Event, ServerHandle};
+use hydrogen_ws::{Event, Server};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::*;
@@ -37,8 +37,8 @@ fn op() -> impl Strategy<Value = Op> {
 /// Fields drop in order: the client goes before the server, whose shutdown would otherwise
 /// wait CloseWaitMs for a close reply nobody reads.
 struct Harness {
-    ws: Option<Client>,
-    server: ServerHandle,
+    ws: Option<TestSocket>,
+    server: Server,
     session_id: String,
     /// seq → event number (`data.n`).
     received: BTreeMap<u64, u64>,
@@ -57,14 +57,13 @@ impl Harness {
             c.delivery.ack_timeout = Duration::from_secs(60);
         });
         let (mut ws, welcome) = connect_with_welcome(server.bound_addr(), Some(VIEWER_KEY));
-        let r = request(
+        request_ok(
             &mut ws,
             "sub",
             "system",
             "subscribe",
             json!({"channels": ["p"]}),
         );
-        assert_eq!(r["status"], "ok", "{r}");
         ws.get_mut().set_read_timeout(Some(READ_QUIET)).unwrap();
         Harness {
             server,

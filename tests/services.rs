@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
-fn next_command(s: &mut Client) -> Value {
+fn next_command(s: &mut TestSocket) -> Value {
     loop {
         let v = recv_json(s);
         if v["type"] == "command" {
@@ -23,7 +23,7 @@ fn next_command(s: &mut Client) -> Value {
     }
 }
 
-fn respond(s: &mut Client, id: &Value, body: Value) {
+fn respond(s: &mut TestSocket, id: &Value, body: Value) {
     let mut msg = json!({"type": "response", "id": id});
     msg.as_object_mut()
         .unwrap()
@@ -100,12 +100,7 @@ fn commands_are_forwarded_and_answers_routed_back() {
         json!({"status": "ok", "data": {}}),
     );
     assert_eq!(recv_json(&mut op)["error"]["code"], "forbidden");
-    assert!(
-        server.status()["services"]["forwarded_commands"]
-            .as_u64()
-            .unwrap()
-            >= 3
-    );
+    assert!(server.status().services.forwarded_commands >= 3);
 }
 
 #[test]
@@ -117,7 +112,7 @@ fn silent_service_times_out_and_late_answer_is_refused() {
     assert_eq!(r["error"]["code"], "timeout");
     let fwd = next_command(&mut svc);
     wait_for("the pending entry to be swept", || {
-        server.status()["services"]["forwarded_pending"] == 0
+        server.status().services.forwarded_pending == 0
     });
     respond(&mut svc, &fwd["id"], json!({"status": "ok", "data": {}}));
     assert_eq!(recv_json(&mut svc)["error"]["code"], "invalid_message");
@@ -142,7 +137,7 @@ fn service_disconnect_fails_pending_commands_and_unregisters() {
         (Some("c1"), Some("unavailable"))
     );
     wait_for("channels unregistered", || {
-        server.status()["services"]["service_channels"] == 0
+        server.status().services.service_channels == 0
     });
     assert_eq!(
         request(&mut op, "c2", "file", "list", json!({}))["error"]["code"],
@@ -254,9 +249,7 @@ fn service_publishes_to_subscribers() {
         json!({"channel": "print", "action": "x", "priority": "urgent"}),
     );
     assert_eq!(r["error"]["details"]["field"], "priority");
-    wait_for("the ack", || {
-        server.status()["events"]["unacked_events"] == 0
-    });
+    wait_for("the ack", || server.status().events.unacked_events == 0);
 }
 
 /// The example controller, run as written, serves a real print job to a real client.
@@ -270,7 +263,7 @@ fn print_service_example_runs_a_job() {
         print_service::run(&url, SERVICE_KEY, &svc_stop).map_err(|e| e.to_string())
     });
     wait_for("the print service to register", || {
-        server.status()["services"]["service_channels"] == 1
+        server.status().services.service_channels == 1
     });
 
     let mut ui = connect(server.bound_addr(), Some(OPERATOR_KEY));

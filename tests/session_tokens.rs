@@ -9,7 +9,7 @@ use hydrogen_ws::{Error, SessionTokenConfig};
 use serde_json::json;
 use support::*;
 
-fn token_server(ttl: Duration) -> hydrogen_ws::ServerHandle {
+fn token_server(ttl: Duration) -> hydrogen_ws::Server {
     let (private, _) = rsa_keypair();
     let path = std::env::temp_dir().join(format!(
         "hws-session-{}-{}.pem",
@@ -57,7 +57,7 @@ fn issued_at_authentication_then_accepted_as_bearer_and_for_resume() {
     assert!(r["data"]["session_token"].as_str().unwrap().len() > 100);
     drop(first);
     wait_for("the session to detach", || {
-        server.status()["events"]["sessions_detached"] == 1
+        server.status().events.sessions_detached == 1
     });
     server
         .publisher()

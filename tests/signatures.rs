@@ -22,8 +22,7 @@ fn at(offset_secs: i64) -> String {
 fn sensitive_actions_need_a_fresh_valid_signature_and_a_new_id() {
     let server = start();
     let mut victim = connect(server.bound_addr(), Some(VIEWER_KEY));
-    let victim_id = request(&mut victim, "i", "system", "info", json!({}));
-    assert_eq!(victim_id["status"], "ok");
+    request_ok(&mut victim, "i", "system", "info", json!({}));
     let mut admin = connect(server.bound_addr(), Some(ADMIN_KEY));
     let target = json!({"connection_id": 999_999});
 
@@ -179,7 +178,7 @@ fn auth_token_must_belong_to_the_same_identity() {
 }
 
 /// The response to `text` (a command with id `id`) on `ws`, events skipped.
-fn answer(ws: &mut Client, id: &str, text: &str) -> serde_json::Value {
+fn answer(ws: &mut TestSocket, id: &str, text: &str) -> serde_json::Value {
     send(ws, text);
     loop {
         let v = recv_json(ws);
@@ -207,14 +206,13 @@ fn a_signed_command_runs_once_whatever_connection_replays_it() {
     // The session moves to another connection: its guard moves with it.
     drop(first);
     let mut second = connect(server.bound_addr(), Some(ADMIN_KEY));
-    let resumed = request(
+    request_ok(
         &mut second,
         "r",
         "system",
         "resume",
         json!({"session_id": welcome["session_id"], "last_seq": 0}),
     );
-    assert_eq!(resumed["status"], "ok", "{resumed}");
     let r = answer(&mut second, "once", &signed);
     assert_eq!(r["error"]["code"], "duplicate_id", "{r}");
     // A fresh connection and session of the same identity: the signature was used.

@@ -43,10 +43,7 @@ fn material() -> Material {
     }
 }
 
-fn tls_server(
-    m: &Material,
-    tweak: impl FnOnce(&mut hydrogen_ws::Config),
-) -> hydrogen_ws::ServerHandle {
+fn tls_server(m: &Material, tweak: impl FnOnce(&mut hydrogen_ws::Config)) -> hydrogen_ws::Server {
     start_with(|c| {
         c.tls = true;
         c.certificate_path = Some(m.cert.clone());
@@ -191,7 +188,15 @@ fn plain_clients_on_the_tls_port_are_dropped_quickly() {
     wait_for("no connection thread left", || {
         server.connection_count() == 0
     });
-    wait_for("counted", || server.status()["rejected"]["tls_failed"] == 1);
+    wait_for("counted", || {
+        server
+            .status()
+            .rejected
+            .get("tls_failed")
+            .copied()
+            .unwrap_or(0)
+            == 1
+    });
 }
 
 #[test]

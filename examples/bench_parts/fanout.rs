@@ -72,7 +72,7 @@ impl Target {
     }
 
     /// Our server in this process, with a `Publisher` for the rows that use it.
-    pub fn in_process(key: &str) -> (hydrogen_ws::ServerHandle, Target) {
+    pub fn in_process(key: &str) -> (hydrogen_ws::Server, Target) {
         let mut c = hydrogen_ws::Config::default();
         c.interface = "127.0.0.1".parse().unwrap();
         c.port = 0;

@@ -20,7 +20,7 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 
 use super::config::{ClientConfig, Credentials, TlsRoots};
-use crate::error::Error;
+use crate::error::{Error, Timeout};
 use crate::tls_io;
 use crate::wake::{self, Interest};
 
@@ -183,11 +183,10 @@ impl Dialer {
             .map_err(|e| self.connect_error(e))?;
         match rx.recv_timeout(self.connect_timeout) {
             Ok(found) => found.map_err(|e| self.connect_error(e)),
-            Err(_) => Err(Error::Timeout(format!(
-                "looking up {} took longer than connect_timeout ({} ms)",
-                self.host,
-                self.connect_timeout.as_millis()
-            ))),
+            Err(_) => Err(Error::Timeout(Timeout::Lookup {
+                host: self.host.clone(),
+                waited: self.connect_timeout,
+            })),
         }
     }
 

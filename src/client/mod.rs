@@ -50,7 +50,7 @@ pub use callbacks::{Callbacks, ConnectInfo, DisconnectInfo, ReconnectInfo};
 pub use config::{ClientConfig, Credentials, ReconnectPolicy, TlsRoots};
 pub use subscription::{ClientEvent, Delivery, GapReason, Subscription, SubscriptionId};
 
-use crate::error::Error;
+use crate::error::{Error, Timeout};
 use crate::wake::{self, Waker};
 use shared::{IoCommand, Shared};
 
@@ -116,10 +116,9 @@ impl Client {
         drop(st);
         if !ready {
             let _ = client.disconnect();
-            return Err(Error::Timeout(format!(
-                "the server did not welcome the client within {} ms",
-                wait_for_welcome.as_millis()
-            )));
+            return Err(Error::Timeout(Timeout::Welcome {
+                waited: wait_for_welcome,
+            }));
         }
         Ok(client)
     }
@@ -248,10 +247,11 @@ impl Client {
                 // The answer may have been routed between the timeout and the removal.
                 match rx.try_recv() {
                     Ok(result) => result,
-                    Err(_) => Err(Error::Timeout(format!(
-                        "no response to {channel}/{action} within {} ms",
-                        timeout.as_millis()
-                    ))),
+                    Err(_) => Err(Error::Timeout(Timeout::Response {
+                        channel: channel.to_owned(),
+                        action: action.to_owned(),
+                        waited: timeout,
+                    })),
                 }
             }
         }
@@ -353,9 +353,7 @@ impl Client {
                 .map(|h| h.thread().name().unwrap_or("?").to_owned())
                 .collect();
             log::error!("client: threads still running after disconnect: {names:?}; left behind");
-            return Err(Error::Timeout(format!(
-                "client threads {names:?} did not end"
-            )));
+            return Err(Error::Timeout(Timeout::Disconnect { threads: names }));
         }
         for h in handles {
             let _ = h.join();

@@ -8,13 +8,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Longest command id accepted (docs/protocol.md §2).
-pub const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 /// Longest channel or action name accepted.
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 /// Deepest nesting of arrays/objects accepted in a message. serde_json would recurse 128
 /// levels, more than a 256 KiB connection stack holds in a debug build; commands to a device
 /// never need more than a few.
-pub const MAX_JSON_DEPTH: usize = 32;
+pub(crate) const MAX_JSON_DEPTH: usize = 32;
 
 /// The error codes of docs/protocol.md §2, as sent in `error.code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,7 +195,7 @@ impl From<&Command> for ReplyTo {
 }
 
 /// Whether `s` is a valid channel or action name: `[a-z0-9_.-]{1,64}`.
-pub fn is_valid_name(s: &str) -> bool {
+pub(crate) fn is_valid_name(s: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&s.len())
         && s.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
@@ -204,20 +204,20 @@ pub fn is_valid_name(s: &str) -> bool {
 
 /// Channels the server itself speaks on: no handler, service or publisher may use them
 /// (a forged `system/welcome` or `system/status` would mislead every subscriber).
-pub const RESERVED_CHANNELS: &[&str] = &["system"];
+pub(crate) const RESERVED_CHANNELS: &[&str] = &["system"];
 
 /// Whether `channel` is reserved for the server ([`RESERVED_CHANNELS`]).
-pub fn is_reserved_channel(channel: &str) -> bool {
+pub(crate) fn is_reserved_channel(channel: &str) -> bool {
     RESERVED_CHANNELS.contains(&channel)
 }
 
 /// The current time as `2025-02-26T18:45:00.000Z`.
-pub fn timestamp_now() -> String {
+pub(crate) fn timestamp_now() -> String {
     format_time(SystemTime::now())
 }
 
 /// `t` as an ISO 8601 UTC timestamp with milliseconds.
-pub fn format_time(t: SystemTime) -> String {
+pub(crate) fn format_time(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 

@@ -7,10 +7,8 @@ mod envelope;
 mod incoming;
 mod outgoing;
 
-pub use envelope::{
-    Command, ErrorCode, MAX_ID_LEN, MAX_JSON_DEPTH, MAX_NAME_LEN, MessageAuth, RESERVED_CHANNELS,
-    WireError, format_time, is_reserved_channel, is_valid_name, timestamp_now,
-};
+pub use envelope::{Command, ErrorCode, MessageAuth, WireError};
 pub(crate) use envelope::{Incoming, ReplyTo, ServiceResponse};
+pub(crate) use envelope::{format_time, is_reserved_channel, is_valid_name, timestamp_now};
 pub(crate) use incoming::parse_incoming;
 pub(crate) use outgoing::{bare_error, error_reply, response_error, response_ok};

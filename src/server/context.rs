@@ -5,7 +5,7 @@
 //! are taken in the order connection → context.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
@@ -33,6 +33,8 @@ use crate::server::security::signature::SignedCommands;
 #[derive(Debug, Default)]
 pub(crate) struct ServerState {
     pub bound: Vec<SocketAddr>,
+    /// The bound listeners until the accept thread takes them.
+    listeners: Vec<TcpListener>,
 }
 
 /// Everything the server's threads share.
@@ -67,6 +69,7 @@ impl ServerContext {
         tls: Option<Arc<rustls::ServerConfig>>,
         jwt: Option<JwtVerifier>,
         session_tokens: Option<SessionTokens>,
+        listeners: Vec<TcpListener>,
     ) -> std::io::Result<Self> {
         let auth = Authenticator::new(
             config.keys.clone(),
@@ -78,7 +81,13 @@ impl ServerContext {
         Ok(ServerContext {
             auth,
             connections: Mutex::new(Registry::default()),
-            state: Mutex::new(ServerState::default()),
+            state: Mutex::new(ServerState {
+                bound: listeners
+                    .iter()
+                    .filter_map(|l| l.local_addr().ok())
+                    .collect(),
+                listeners,
+            }),
             metrics: Metrics::default(),
             threads: Arc::new(ThreadRegistry::new(shutdown.clone())),
             shutdown,
@@ -95,6 +104,11 @@ impl ServerContext {
             next_connection_id: AtomicU64::new(1),
             config,
         })
+    }
+
+    /// The bound listeners, for the accept thread (empty after the first call).
+    pub(crate) fn take_listeners(&self) -> Vec<TcpListener> {
+        std::mem::take(&mut self.state.lock().listeners)
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

@@ -1,5 +1,5 @@
 //! The server: [`Server::start`] binds, starts the accept thread and the worker pool, and
-//! returns a [`ServerHandle`] to register handlers, read status, and shut down.
+//! returns the running [`Server`] to register handlers, publish, read status, and shut down.
 
 mod connection;
 pub(crate) mod context;
@@ -12,6 +12,7 @@ mod runtime;
 pub(crate) mod security;
 mod shutdown;
 pub(crate) mod status;
+pub(crate) mod status_types;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,10 +29,12 @@ pub use security::identity::{ApiKey, AuthMethod, Identity, Role, Secret};
 pub use security::jwt::JwtConfig;
 pub use security::session_tokens::SessionTokenConfig;
 pub use shutdown::ShutdownReport;
+pub use status_types::{EventFigures, ProcessStatus, ServiceFigures, Status, SystemInfo};
 
 use crate::config::Config;
 use crate::error::Error;
 use context::ServerContext;
+use dispatch::handlers::HandlerFn;
 use net::{listener, tls};
 use runtime::threads::ThreadRole;
 use security::{jwt, session_tokens};
@@ -43,9 +46,108 @@ const FLUSH_STACK: usize = 128 * 1024;
 /// Stack of the status thread: builds the status object and JSON.
 const STATUS_STACK: usize = 256 * 1024;
 
-/// Starts servers. See [`Server::start`].
+/// A running server: [`Server::start`] (or [`Server::builder`]) binds, starts the accept
+/// thread, the worker pool and the status and flush threads, and returns it. Dropping it
+/// shuts the server down (as [`Server::shutdown`]).
+///
+/// All methods may be called from any thread.
 #[derive(Debug)]
-pub struct Server;
+pub struct Server {
+    ctx: Arc<ServerContext>,
+    report: Mutex<Option<ShutdownReport>>,
+}
+
+/// A server not started yet: handlers registered here serve their channels from the first
+/// connection on (see [`Server::builder`]).
+pub struct ServerBuilder {
+    config: Config,
+    handlers: Vec<(String, Arc<HandlerFn>)>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let channels: Vec<&str> = self.handlers.iter().map(|(c, _)| c.as_str()).collect();
+        f.debug_struct("ServerBuilder")
+            .field("handlers", &channels)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Routes commands on `channel` to `handler` from the start (see
+    /// [`Server::register_handler`] for what a handler gets and must do). A bad channel name
+    /// makes [`ServerBuilder::start`] fail with [`Error::InvalidArgument`].
+    pub fn handler<F>(mut self, channel: &str, handler: F) -> Self
+    where
+        F: Fn(&Request) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.handlers.push((channel.to_owned(), Arc::new(handler)));
+        self
+    }
+
+    /// Starts the server with the handlers given so far: as [`Server::start`].
+    pub fn start(self) -> Result<Server, Error> {
+        for (channel, _) in &self.handlers {
+            check_channel(channel)?;
+        }
+        let ctx = Arc::new(prepare(self.config)?);
+        for (channel, handler) in self.handlers {
+            ctx.dispatch.register(&channel, handler);
+            log::info!("handler registered for channel {channel}");
+        }
+        let server = Server {
+            ctx,
+            report: Mutex::new(None),
+        };
+        server.start_threads()?;
+        Ok(server)
+    }
+}
+
+/// A channel a handler may take: a valid name, not `system`.
+fn check_channel(channel: &str) -> Result<(), Error> {
+    if crate::message::is_valid_name(channel) && !crate::message::is_reserved_channel(channel) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "cannot register channel {channel:?}: reserved or not [a-z0-9_.-]{{1,64}}"
+    )))
+}
+
+/// Validates `config`, loads its key material, binds, and builds the shared state; no
+/// thread runs yet.
+fn prepare(config: Config) -> Result<ServerContext, Error> {
+    config.validate()?;
+    for name in config.short_keys() {
+        log::warn!(
+            "API key {name:?} is shorter than {} characters: easy to guess; use a longer one",
+            crate::config::SHORT_KEY_CHARS
+        );
+    }
+    if config.echo_mode {
+        log::warn!(
+            "EchoMode is on: messages are echoed back, not processed as commands (for protocol test suites only)"
+        );
+    }
+    let tls = match (&config.certificate_path, &config.key_path) {
+        (Some(cert), Some(key)) if config.tls => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let jwt = config
+        .jwt
+        .as_ref()
+        .map(jwt::JwtVerifier::load)
+        .transpose()?;
+    let session_tokens = config
+        .session_tokens
+        .as_ref()
+        .map(session_tokens::SessionTokens::load)
+        .transpose()?;
+    let listeners = listener::bind(&config)?;
+    let ctx = ServerContext::new(config, tls, jwt, session_tokens, listeners)
+        .map_err(|e| Error::io("creating the shutdown wake descriptor", e))?;
+    Ok(ctx)
+}
 
 impl Server {
     /// Validates `config`, binds (with port fallback), starts the `hws-accept` thread and
@@ -54,49 +156,26 @@ impl Server {
     /// Errors: [`Error::Config`] (e.g. AuthRequired without a key), [`Error::Bind`] when no
     /// port in the range could be bound, [`Error::Io`] when a thread or descriptor could not
     /// be created.
-    pub fn start(config: Config) -> Result<ServerHandle, Error> {
-        config.validate()?;
-        for name in config.short_keys() {
-            log::warn!(
-                "API key {name:?} is shorter than {} characters: easy to guess; use a longer one",
-                crate::config::SHORT_KEY_CHARS
-            );
+    pub fn start(config: Config) -> Result<Server, Error> {
+        Server::builder(config).start()
+    }
+
+    /// A server to start with handlers in place from its first connection on:
+    /// `Server::builder(config).handler("print", on_print).start()`.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            handlers: Vec::new(),
         }
-        if config.echo_mode {
-            log::warn!(
-                "EchoMode is on: messages are echoed back, not processed as commands (for protocol test suites only)"
-            );
-        }
-        let tls = match (&config.certificate_path, &config.key_path) {
-            (Some(cert), Some(key)) if config.tls => Some(tls::server_config(cert, key)?),
-            _ => None,
-        };
-        let jwt = config
-            .jwt
-            .as_ref()
-            .map(jwt::JwtVerifier::load)
-            .transpose()?;
-        let session_tokens = config
-            .session_tokens
-            .as_ref()
-            .map(session_tokens::SessionTokens::load)
-            .transpose()?;
-        let listeners = listener::bind(&config)?;
-        let ctx = Arc::new(
-            ServerContext::new(config, tls, jwt, session_tokens)
-                .map_err(|e| Error::io("creating the shutdown wake descriptor", e))?,
-        );
-        ctx.state.lock().bound = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        let handle = ServerHandle {
-            ctx: ctx.clone(),
-            report: Mutex::new(None),
-        };
+    }
+
+    /// The worker pool, then the accept, status and flush threads.
+    fn start_threads(&self) -> Result<(), Error> {
+        let ctx = &self.ctx;
         ctx.dispatch
             .start_workers(&ctx.threads, ctx.config.thread_pool_size, ctx.started_at)
             .map_err(|e| Error::io("starting worker threads", e))?;
+        let listeners = ctx.take_listeners();
         let accept_ctx = ctx.clone();
         ctx.threads
             .spawn(
@@ -127,20 +206,9 @@ impl Server {
                 move |_tag| flush_ctx.flusher.run(),
             )
             .map_err(|e| Error::io("starting the flush thread", e))?;
-        Ok(handle)
+        Ok(())
     }
-}
 
-/// A running server. Dropping it shuts the server down (as [`ServerHandle::shutdown`]).
-///
-/// All methods may be called from any thread.
-#[derive(Debug)]
-pub struct ServerHandle {
-    ctx: Arc<ServerContext>,
-    report: Mutex<Option<ShutdownReport>>,
-}
-
-impl ServerHandle {
     /// The first address the server listens on (with the port actually bound).
     pub fn bound_addr(&self) -> SocketAddr {
         self.ctx.state.lock().bound[0]
@@ -165,11 +233,7 @@ impl ServerHandle {
     where
         F: Fn(&Request) -> HandlerResult + Send + Sync + 'static,
     {
-        if !crate::message::is_valid_name(channel) || crate::message::is_reserved_channel(channel) {
-            return Err(Error::InvalidArgument(format!(
-                "cannot register channel {channel:?}: reserved or not [a-z0-9_.-]{{1,64}}"
-            )));
-        }
+        check_channel(channel)?;
         self.ctx.dispatch.register(channel, Arc::new(handler));
         log::info!("handler registered for channel {channel}");
         Ok(())
@@ -184,7 +248,7 @@ impl ServerHandle {
     }
 
     /// The status object of docs/protocol.md §3 (what `system/status` answers).
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> Status {
         status::status_object(&self.ctx)
     }
 
@@ -206,7 +270,7 @@ impl ServerHandle {
     }
 
     /// Asks for a shutdown without waiting for it (safe from a signal-handling thread).
-    /// Whoever waits in [`ServerHandle::join`] or [`ServerHandle::wait_for_shutdown_request`]
+    /// Whoever waits in [`Server::join`] or [`Server::wait_for_shutdown_request`]
     /// wakes up.
     pub fn request_shutdown(&self) {
         if self.ctx.request_shutdown() {
@@ -244,7 +308,7 @@ impl ServerHandle {
         report.clone().unwrap_or_default()
     }
 
-    /// Waits for a shutdown request (a signal, [`ServerHandle::request_shutdown`], ...) and
+    /// Waits for a shutdown request (a signal, [`Server::request_shutdown`], ...) and
     /// then shuts down.
     pub fn join(self) -> ShutdownReport {
         self.wait_for_shutdown_request(None);
@@ -252,7 +316,7 @@ impl ServerHandle {
     }
 }
 
-impl Drop for ServerHandle {
+impl Drop for Server {
     fn drop(&mut self) {
         if self.report.lock().is_none() {
             self.shutdown();

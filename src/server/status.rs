@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::message::format_time;
 use crate::server::context::ServerContext;
@@ -14,61 +14,70 @@ use crate::server::events::event::unsequenced_event;
 use crate::server::registry::state::ConnState;
 use crate::server::runtime::sampler::uname;
 use crate::server::runtime::threads::{Activity, ThreadTag};
+use crate::server::status_types::{ProcessStatus, Status};
 
 /// The status object (docs/protocol.md §3) with extra fields: bound port, connections by state,
 /// traffic, rejections by reason.
-pub(crate) fn status_object(ctx: &ServerContext) -> Value {
+pub(crate) fn status_object(ctx: &ServerContext) -> Status {
     let m = &ctx.metrics;
     let figures = ctx.sampler.sample();
     let started = format_time(ctx.started);
-    let mut by_state = Map::new();
-    for s in ConnState::ALL {
-        by_state.insert(
-            s.as_str().into(),
-            json!(m.states[s as usize].load(Ordering::Relaxed)),
-        );
-    }
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let connections_by_state = ConnState::ALL
+        .iter()
+        .map(|s| {
+            (
+                s.as_str().to_string(),
+                m.states[*s as usize].load(Ordering::Relaxed),
+            )
+        })
+        .collect();
     let (established, live) = {
         let r = ctx.connections.lock();
         (r.established, r.by_id.len())
     };
     let (bound, port) = bound_addresses(ctx);
-    let rejected: Map<String, Value> = m
+    let rejected = m
         .rejected
         .lock()
         .iter()
-        .map(|(k, v)| ((*k).to_string(), json!(v)))
+        .map(|(k, v)| ((*k).to_string(), *v))
         .collect();
     let shutting_down = ctx.shutdown.is_requested();
-    json!({
-        "server_start_time": started,
-        "active_connections": established,
-        "total_connections": m.total_connections.load(Ordering::Relaxed),
-        "total_requests": m.total_requests.load(Ordering::Relaxed),
-        "system": uname(),
-        "status": {
-            "running": !shutting_down,
-            "shutting_down": shutting_down,
-            "totalThreads": figures.threads,
-            "totalVirtualMemoryBytes": figures.virtual_bytes,
-            "totalResidentMemoryBytes": figures.resident_bytes,
-            "server_started": started,
+    Status {
+        server_start_time: started.clone(),
+        active_connections: established,
+        total_connections: count(&m.total_connections),
+        total_requests: count(&m.total_requests),
+        system: uname(),
+        status: ProcessStatus {
+            running: !shutting_down,
+            shutting_down,
+            total_threads: figures.threads,
+            total_virtual_memory_bytes: figures.virtual_bytes,
+            total_resident_memory_bytes: figures.resident_bytes,
+            server_started: started,
         },
-        "bound": bound,
-        "port": port,
-        "uptime_ms": ctx.uptime_ms(),
-        "connection_threads": live,
-        "connections_by_state": by_state,
-        "messages_in": m.messages_in.load(Ordering::Relaxed),
-        "messages_out": m.messages_out.load(Ordering::Relaxed),
-        "bytes_in": m.bytes_in.load(Ordering::Relaxed),
-        "bytes_out": m.bytes_out.load(Ordering::Relaxed),
-        "rejected": rejected,
-        "handler_backlog": ctx.dispatch.backlog(),
-        "blocked_addresses": ctx.limits.blocked_count(),
-        "events": ctx.events.figures(),
-        "services": ctx.services.figures(),
-    })
+        bound,
+        port,
+        uptime_ms: ctx.uptime_ms(),
+        connection_threads: live,
+        connections_by_state,
+        messages_in: count(&m.messages_in),
+        messages_out: count(&m.messages_out),
+        bytes_in: count(&m.bytes_in),
+        bytes_out: count(&m.bytes_out),
+        rejected,
+        handler_backlog: ctx.dispatch.backlog(),
+        blocked_addresses: ctx.limits.blocked_count(),
+        events: ctx.events.figures(),
+        services: ctx.services.figures(),
+    }
+}
+
+/// The status object as JSON, for the wire.
+pub(crate) fn status_json(ctx: &ServerContext) -> Value {
+    serde_json::to_value(status_object(ctx)).unwrap_or_default()
 }
 
 /// The listening addresses as text, and the port of the first.
@@ -121,8 +130,8 @@ pub(crate) fn info_object(ctx: &ServerContext) -> Value {
 }
 
 /// The `hws-status` thread: every StatusIntervalMs it offers a fresh status event to the
-/// connections subscribed to `system` (coalesced: a client that is behind gets only the
-/// newest), and it expires detached sessions. It sleeps on the shutdown condvar, so shutdown
+/// connections subscribed to `system` ([`offer_status`]), and between times it does the
+/// server's housekeeping ([`housekeeping`]). It sleeps on the shutdown condvar, so shutdown
 /// wakes it at once; with no subscribers it builds no status at all.
 pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
     let interval = ctx.config.status_interval;
@@ -145,21 +154,34 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
         if let (Some(due), Some(i)) = (next_status, interval)
             && now >= due
         {
-            let subscribers = ctx.events.status_subscribers();
-            if !subscribers.is_empty() {
-                let text: Arc<str> =
-                    unsequenced_event("system", "status", &status_object(&ctx)).into();
-                for conn in subscribers {
-                    conn.offer_status(text.clone());
-                    ctx.events
-                        .metrics
-                        .status_offered
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            offer_status(&ctx);
             next_status = Some(due + i).filter(|n| *n > now).or(Some(now + i));
         }
-        next_expiry = ctx.events.expire(resume);
-        ctx.limits.sweep();
+        next_expiry = housekeeping(&ctx);
     }
+}
+
+/// Offers the status event to every connection subscribed to `system/status` (coalesced: a
+/// client that is behind gets only the newest).
+fn offer_status(ctx: &ServerContext) {
+    let subscribers = ctx.events.status_subscribers();
+    if subscribers.is_empty() {
+        return;
+    }
+    let text: Arc<str> = unsequenced_event("system", "status", &status_json(ctx)).into();
+    for conn in subscribers {
+        conn.offer_status(text.clone());
+        ctx.events
+            .metrics
+            .status_offered
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Expires sessions detached longer than SessionResumeSeconds and forgets rate-limit state
+/// of addresses gone quiet. Returns when the next session expires.
+fn housekeeping(ctx: &ServerContext) -> Option<Instant> {
+    let next_expiry = ctx.events.expire(ctx.config.delivery.session_resume);
+    ctx.limits.sweep();
+    next_expiry
 }

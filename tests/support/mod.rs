@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use hydrogen_ws::{ApiKey, Config, Role, Secret, Server, ServerHandle};
+use hydrogen_ws::{ApiKey, Config, Role, Secret, Server};
 use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
@@ -25,7 +25,8 @@ pub const PROTOCOL: &str = "hydrogen-protocol";
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-pub type Client = WebSocket<TcpStream>;
+/// A test's WebSocket to the server (tungstenite's client), not the crate's `Client`.
+pub type TestSocket = WebSocket<TcpStream>;
 
 /// A config for tests: loopback, port 0, three keys (admin, operator, viewer).
 pub fn test_config() -> Config {
@@ -47,11 +48,11 @@ pub fn test_config() -> Config {
     c
 }
 
-pub fn start() -> ServerHandle {
+pub fn start() -> Server {
     start_with(|_| {})
 }
 
-pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
+pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut c = test_config();
     tweak(&mut c);
@@ -61,12 +62,12 @@ pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
 /// Opens a WebSocket with `Authorization: Key <key>` (no header when `key` is None) and the
 /// hydrogen subprotocol. Reads time out after [`WAIT`].
 /// With a key, the `system/welcome` event that follows the handshake is read and checked.
-pub fn connect(addr: SocketAddr, key: Option<&str>) -> Client {
+pub fn connect(addr: SocketAddr, key: Option<&str>) -> TestSocket {
     connect_with_welcome(addr, key).0
 }
 
 /// Like [`connect`], also returning the welcome event's data (Null without a key).
-pub fn connect_with_welcome(addr: SocketAddr, key: Option<&str>) -> (Client, Value) {
+pub fn connect_with_welcome(addr: SocketAddr, key: Option<&str>) -> (TestSocket, Value) {
     let mut ws = try_connect(addr, key, "/", Some(PROTOCOL)).expect("handshake succeeds");
     if key.is_none() {
         return (ws, Value::Null);
@@ -86,7 +87,7 @@ pub fn try_connect(
     key: Option<&str>,
     path: &str,
     protocol: Option<&str>,
-) -> Result<Client, tungstenite::Error> {
+) -> Result<TestSocket, tungstenite::Error> {
     try_connect_with(
         addr,
         key.map(|k| format!("Key {k}")).as_deref(),
@@ -97,7 +98,7 @@ pub fn try_connect(
 
 /// Opens a WebSocket whose request carries `Authorization: <authorization>` (for example
 /// `Bearer <jwt>`).
-pub fn connect_bearer(addr: SocketAddr, token: &str) -> Result<Client, tungstenite::Error> {
+pub fn connect_bearer(addr: SocketAddr, token: &str) -> Result<TestSocket, tungstenite::Error> {
     try_connect_with(addr, Some(&format!("Bearer {token}")), "/", Some(PROTOCOL))
 }
 
@@ -106,7 +107,7 @@ pub fn try_connect_with(
     authorization: Option<&str>,
     path: &str,
     protocol: Option<&str>,
-) -> Result<Client, tungstenite::Error> {
+) -> Result<TestSocket, tungstenite::Error> {
     let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
     if let Some(a) = authorization {
         req.headers_mut()
@@ -132,12 +133,12 @@ pub fn command(id: &str, channel: &str, action: &str, data: Value) -> String {
         .to_string()
 }
 
-pub fn send(ws: &mut Client, text: &str) {
+pub fn send(ws: &mut TestSocket, text: &str) {
     ws.send(Message::Text(text.into())).expect("send");
 }
 
 /// Next text message as JSON (skips pings/pongs). Panics on close or timeout.
-pub fn recv_json(ws: &mut Client) -> Value {
+pub fn recv_json(ws: &mut TestSocket) -> Value {
     loop {
         match ws.read().expect("read a message") {
             Message::Text(t) => {
@@ -150,7 +151,7 @@ pub fn recv_json(ws: &mut Client) -> Value {
 }
 
 /// Sends a command and returns its response (events in between are skipped).
-pub fn request(ws: &mut Client, id: &str, channel: &str, action: &str, data: Value) -> Value {
+pub fn request(ws: &mut TestSocket, id: &str, channel: &str, action: &str, data: Value) -> Value {
     send(ws, &command(id, channel, action, data));
     loop {
         let v = recv_json(ws);
@@ -160,8 +161,22 @@ pub fn request(ws: &mut Client, id: &str, channel: &str, action: &str, data: Val
     }
 }
 
+/// [`request`], and the response must be `status: "ok"` (the test fails showing it
+/// otherwise). Returns the whole response.
+pub fn request_ok(
+    ws: &mut TestSocket,
+    id: &str,
+    channel: &str,
+    action: &str,
+    data: Value,
+) -> Value {
+    let r = request(ws, id, channel, action, data);
+    assert_eq!(r["status"], "ok", "{channel}/{action} failed: {r}");
+    r
+}
+
 /// A service connection that has registered `channels`.
-pub fn service(addr: SocketAddr, channels: &[&str]) -> Client {
+pub fn service(addr: SocketAddr, channels: &[&str]) -> TestSocket {
     let mut s = connect(addr, Some(SERVICE_KEY));
     let r = request(
         &mut s,
@@ -176,7 +191,7 @@ pub fn service(addr: SocketAddr, channels: &[&str]) -> Client {
 
 /// Reads until the server's close frame arrives; returns it (None when the TCP connection
 /// ended without one).
-pub fn expect_close(ws: &mut Client) -> Option<CloseFrame> {
+pub fn expect_close(ws: &mut TestSocket) -> Option<CloseFrame> {
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
         match ws.read() {

@@ -36,7 +36,7 @@ impl Connection {
                 invalid.reply_to.as_ref(),
                 &invalid.error,
             )),
-            Ok(Incoming::LegacyStatus) => self.send(status::status_object(&self.ctx).to_string()),
+            Ok(Incoming::LegacyStatus) => self.send(status::status_json(&self.ctx).to_string()),
             Ok(Incoming::Ack { id }) => {
                 let known = self
                     .session

@@ -7,7 +7,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -17,18 +16,16 @@ use parking_lot::{MappedMutexGuard, MutexGuard};
 use serde_json::json;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::{Error as WsError, Message, WebSocket};
+use tungstenite::{Error as WsError, WebSocket};
 
-use crate::message::{self, ErrorCode, ReplyTo, WireError};
+use crate::message::ReplyTo;
 use crate::server::context::ServerContext;
-use crate::server::events::direct;
 use crate::server::events::event::{EventBody, unsequenced_event};
 use crate::server::events::session::Session;
 use crate::server::net::admission;
 use crate::server::net::handshake::{self, Outcome};
-use crate::server::net::stream::ClientStream;
+use crate::server::net::stream::Transport;
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
-use crate::server::registry::metrics::Metrics;
 use crate::server::registry::state::ConnState;
 use crate::server::runtime::threads::{self, ThreadRole};
 use crate::server::security::identity::Identity;
@@ -37,6 +34,7 @@ use crate::wake::{self, Interest, Readiness, Waker};
 
 mod incoming;
 mod outgoing;
+mod reading;
 pub(crate) mod system;
 mod timers;
 
@@ -217,7 +215,7 @@ impl Connection {
     fn new(
         ctx: Arc<ServerContext>,
         shared: Arc<ConnectionHandle>,
-        ws: WebSocket<ClientStream>,
+        ws: WebSocket<Transport>,
         rx: Receiver<Outbound>,
         identity: Option<Identity>,
     ) -> Self {
@@ -342,193 +340,6 @@ impl Connection {
         }
     }
 
-    /// Reads every complete frame available without blocking, then flushes what its
-    /// publishes wrote to other connections.
-    fn read_frames(&mut self) -> Flow {
-        let flow = self.read_available_frames();
-        self.flush_corked();
-        flow
-    }
-
-    /// Flushes the events this connection's publishes wrote to subscribers (corked).
-    fn flush_corked(&mut self) {
-        self.messages_this_round = 0;
-        let mut corked = self.shared.corked.lock();
-        if !corked.is_empty() {
-            direct::flush_corked(&mut corked);
-        }
-    }
-
-    /// Reads and handles frames until the socket has no more, the client stops taking our
-    /// output (backpressure), or the connection ends.
-    fn read_available_frames(&mut self) -> Flow {
-        loop {
-            let read = self.ws().read();
-            let msg = match read {
-                Ok(msg) => msg,
-                Err(e) => return self.on_read_error(e),
-            };
-            let now = Instant::now();
-            self.last_frame = now;
-            if self.ping_sent.take().is_some() && self.shared.state() == ConnState::Heartbeat {
-                self.shared
-                    .set_state(ConnState::Connected, &self.ctx.metrics);
-            }
-            self.on_message(msg, now);
-            self.messages_this_round += 1;
-            if self.messages_this_round >= direct::CORK_EVENTS {
-                self.flush_corked();
-            }
-            if self.ws().get_ref().output_pending() || self.write_blocked {
-                // Backpressure: the client is not taking what we send (responses, pongs);
-                // read nothing more until it does.
-                self.write_blocked = true;
-                return Flow::Continue;
-            }
-            if self.broken {
-                return Flow::Stop;
-            }
-        }
-    }
-
-    /// What a read that returned no message means: nothing more to read now, the end, or a
-    /// client error answered with its close code (1009, 1007, 1002).
-    fn on_read_error(&mut self, error: WsError) -> Flow {
-        match error {
-            WsError::Io(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.input_pending = false;
-                Flow::Continue
-            }
-            WsError::ConnectionClosed | WsError::AlreadyClosed => Flow::Stop,
-            WsError::Capacity(e) => {
-                log::info!(
-                    "conn {} {}: {e}; closing with 1009",
-                    self.shared.id,
-                    self.shared.peer
-                );
-                let err = WireError::new(
-                    ErrorCode::MessageTooLarge,
-                    format!(
-                        "message larger than MaxMessageSize ({} bytes)",
-                        self.ctx.config.max_message_size
-                    ),
-                );
-                self.send(message::bare_error(&err));
-                self.start_close(1009, "message too large");
-                Flow::Continue
-            }
-            WsError::Utf8(_) => {
-                self.start_close(1007, "invalid UTF-8 in text frame");
-                self.fail_after_flush = true;
-                Flow::Continue
-            }
-            WsError::Protocol(p) => self.on_protocol_error(p),
-            e => {
-                log::debug!(
-                    "conn {} {}: read ended: {e}",
-                    self.shared.id,
-                    self.shared.peer
-                );
-                Flow::Stop
-            }
-        }
-    }
-
-    /// A frame that breaks RFC 6455: close 1002 (or stop, when closing already or reset).
-    fn on_protocol_error(&mut self, p: tungstenite::error::ProtocolError) -> Flow {
-        if self.close_deadline.is_some() {
-            return Flow::Stop;
-        }
-        log::info!(
-            "conn {} {}: protocol error: {p}",
-            self.shared.id,
-            self.shared.peer
-        );
-        if matches!(
-            p,
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
-        ) {
-            return Flow::Stop;
-        }
-        self.start_close(1002, "protocol error");
-        self.fail_after_flush = true;
-        Flow::Continue
-    }
-
-    /// One message read from the client. Text, binary and ping frames count against the
-    /// connection's rate; before authentication only a text `system/auth` is accepted.
-    fn on_message(&mut self, msg: Message, now: Instant) {
-        let counted = matches!(
-            msg,
-            Message::Text(_) | Message::Binary(_) | Message::Ping(_)
-        );
-        if counted {
-            self.last_message = now;
-            if !self.bucket.take(now) {
-                return self.rate_limited();
-            }
-        }
-        match msg {
-            Message::Text(text) => self.on_text_frame(text.as_str()),
-            Message::Binary(data) if self.echoes() => {
-                if self.close_deadline.is_none() {
-                    self.send_message(Message::Binary(data));
-                }
-            }
-            Message::Binary(_) if self.identity.is_none() => self.fail_auth(
-                None,
-                "authenticate first: the only message accepted before authentication is a text system/auth command",
-            ),
-            Message::Binary(_) => {
-                let err = WireError::new(
-                    ErrorCode::InvalidMessage,
-                    "binary frames are not accepted: send JSON text frames",
-                );
-                self.send(message::bare_error(&err));
-            }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(_) => {
-                // tungstenite queued the reply; flushing sends it, then the next read
-                // reports the connection closed.
-                if self.close_deadline.is_none() {
-                    self.close_deadline = Some(wake::after(self.ctx.config.close_wait));
-                    self.shared.set_state(ConnState::Closing, &self.ctx.metrics);
-                }
-            }
-        }
-    }
-
-    /// A text message: echoed (EchoMode) or handled as a command, with a handler panic
-    /// closing only this client (1011).
-    fn on_text_frame(&mut self, text: &str) {
-        self.shared
-            .last_activity_ms
-            .store(self.ctx.uptime_ms(), Ordering::Relaxed);
-        Metrics::add(&self.ctx.metrics.messages_in, 1);
-        Metrics::add(&self.ctx.metrics.bytes_in, text.len() as u64);
-        self.ctx
-            .metrics
-            .total_requests
-            .fetch_add(1, Ordering::Relaxed);
-        if self.close_deadline.is_some() {
-            return;
-        }
-        if self.echoes() {
-            return self.send_message(Message::Text(text.into()));
-        }
-        // Events queued before this message arrived go out before its response: a command
-        // is a barrier for the client.
-        self.drain_outbound();
-        if catch_unwind(AssertUnwindSafe(|| self.on_text(text))).is_err() {
-            log::error!(
-                "conn {} {}: panic while handling a message; closing with 1011",
-                self.shared.id,
-                self.shared.peer
-            );
-            self.start_close(1011, "internal error");
-        }
-    }
-
     /// Sleeps until the socket or the wake descriptor is ready or the next timer is due.
     fn sleep(&mut self) -> Flow {
         let fd = self.ws().get_ref().raw_fd();
@@ -614,7 +425,7 @@ impl Connection {
 
     /// The connection's WebSocket, under the connection's write lock (see
     /// [`ConnectionHandle::ws`]). Hold the guard for one operation only.
-    fn ws(&self) -> MappedMutexGuard<'_, WebSocket<ClientStream>> {
+    fn ws(&self) -> MappedMutexGuard<'_, WebSocket<Transport>> {
         MutexGuard::map(self.shared.ws.lock(), |ws| {
             ws.as_mut().expect("the WebSocket is set at upgrade")
         })
@@ -623,76 +434,5 @@ impl Connection {
     /// `EchoMode`: messages go back as they are, once the client is past authentication.
     fn echoes(&self) -> bool {
         self.ctx.config.echo_mode && self.shared.state() != ConnState::Verifying
-    }
-
-    fn send(&mut self, text: String) {
-        self.send_message(Message::Text(text.into()));
-    }
-
-    fn send_message(&mut self, msg: Message) {
-        let len = msg.len() as u64;
-        let cap = handshake::write_buffer_cap(self.ctx.config.max_message_size, msg.len());
-        let written = {
-            let mut ws = self.ws();
-            raise_write_cap(&mut ws, cap);
-            ws.write(msg)
-        };
-        match written {
-            Ok(()) => {}
-            // The frame is in tungstenite's buffer; the socket is full for now.
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.write_blocked = true
-            }
-            Err(WsError::WriteBufferFull(_)) => {
-                log::info!(
-                    "conn {} {}: not reading its responses; dropping it",
-                    self.shared.id,
-                    self.shared.peer
-                );
-                self.broken = true;
-                return;
-            }
-            Err(e) => {
-                log::debug!("conn {}: write failed: {e}", self.shared.id);
-                self.broken = true;
-                return;
-            }
-        }
-        Metrics::add(&self.ctx.metrics.messages_out, 1);
-        Metrics::add(&self.ctx.metrics.bytes_out, len);
-    }
-
-    /// Writes out what tungstenite holds; once everything is out, its output cap goes back
-    /// to the base (a large event may have raised it, see `send_message`).
-    fn flush(&mut self) {
-        let base = handshake::write_buffer_cap(self.ctx.config.max_message_size, 0);
-        let flushed = {
-            let mut ws = self.ws();
-            let flushed = ws.flush();
-            if flushed.is_ok() && ws.get_config().max_write_buffer_size != base {
-                ws.set_config(|c| c.max_write_buffer_size = base);
-            }
-            flushed
-        };
-        match flushed {
-            Ok(()) => self.write_blocked = false,
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.write_blocked = true
-            }
-            Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => self.broken = true,
-            Err(e) => {
-                log::debug!("conn {}: flush failed: {e}", self.shared.id);
-                self.broken = true;
-            }
-        }
-    }
-}
-
-/// Raises tungstenite's output cap to `cap` if it is lower, so that a message the server
-/// itself sends (an event from a `Publisher`, which may pass MaxMessageSize) fits beside a
-/// batch; clients' own messages never need it.
-fn raise_write_cap(ws: &mut WebSocket<ClientStream>, cap: usize) {
-    if ws.get_config().max_write_buffer_size < cap {
-        ws.set_config(|c| c.max_write_buffer_size = cap);
     }
 }

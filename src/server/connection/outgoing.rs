@@ -3,11 +3,17 @@
 //! status slot, and the redelivery timers of reliable events.
 #![forbid(unsafe_code)]
 
+use std::io;
 use std::sync::atomic::Ordering;
+
+use tungstenite::{Error as WsError, Message, WebSocket};
 
 use super::Connection;
 use crate::server::events::event::EventBody;
+use crate::server::net::handshake;
+use crate::server::net::stream::Transport;
 use crate::server::registry::handle::Outbound;
+use crate::server::registry::metrics::Metrics;
 use crate::wake;
 
 /// Events taken off the queue before they are written (and sorted by priority).
@@ -120,5 +126,80 @@ impl Connection {
             written += 1;
         }
         self.batch.drain(..written);
+    }
+}
+
+impl Connection {
+    /// Writes a text message into tungstenite's buffer (flushed before the loop sleeps).
+    pub(super) fn send(&mut self, text: String) {
+        self.send_message(Message::Text(text.into()));
+    }
+
+    /// Writes `msg`; a client whose output passes the cap is dropped (`broken`).
+    pub(super) fn send_message(&mut self, msg: Message) {
+        let len = msg.len() as u64;
+        let cap = handshake::write_buffer_cap(self.ctx.config.max_message_size, msg.len());
+        let written = {
+            let mut ws = self.ws();
+            raise_write_cap(&mut ws, cap);
+            ws.write(msg)
+        };
+        match written {
+            Ok(()) => {}
+            // The frame is in tungstenite's buffer; the socket is full for now.
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.write_blocked = true
+            }
+            Err(WsError::WriteBufferFull(_)) => {
+                log::info!(
+                    "conn {} {}: not reading its responses; dropping it",
+                    self.shared.id,
+                    self.shared.peer
+                );
+                self.broken = true;
+                return;
+            }
+            Err(e) => {
+                log::debug!("conn {}: write failed: {e}", self.shared.id);
+                self.broken = true;
+                return;
+            }
+        }
+        Metrics::add(&self.ctx.metrics.messages_out, 1);
+        Metrics::add(&self.ctx.metrics.bytes_out, len);
+    }
+
+    /// Writes out what tungstenite holds; once everything is out, its output cap goes back
+    /// to the base (a large event may have raised it, see `send_message`).
+    pub(super) fn flush(&mut self) {
+        let base = handshake::write_buffer_cap(self.ctx.config.max_message_size, 0);
+        let flushed = {
+            let mut ws = self.ws();
+            let flushed = ws.flush();
+            if flushed.is_ok() && ws.get_config().max_write_buffer_size != base {
+                ws.set_config(|c| c.max_write_buffer_size = base);
+            }
+            flushed
+        };
+        match flushed {
+            Ok(()) => self.write_blocked = false,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.write_blocked = true
+            }
+            Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => self.broken = true,
+            Err(e) => {
+                log::debug!("conn {}: flush failed: {e}", self.shared.id);
+                self.broken = true;
+            }
+        }
+    }
+}
+
+/// Raises tungstenite's output cap to `cap` if it is lower, so that a message the server
+/// itself sends (an event from a `Publisher`, which may pass MaxMessageSize) fits beside a
+/// batch; clients' own messages never need it.
+fn raise_write_cap(ws: &mut WebSocket<Transport>, cap: usize) {
+    if ws.get_config().max_write_buffer_size < cap {
+        ws.set_config(|c| c.max_write_buffer_size = cap);
     }
 }

@@ -139,7 +139,7 @@ fn answer(
 ) -> Result<Value, WireError> {
     match cmd.action.as_str() {
         "ping" => Ok(json!({"pong": true})),
-        "status" => Ok(status::status_object(ctx)),
+        "status" => Ok(status::status_json(ctx)),
         "info" => Ok(status::info_object(ctx)),
         "threads" => {
             let threads = ctx.threads.dump(ctx.uptime_ms());

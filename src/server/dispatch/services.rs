@@ -17,6 +17,7 @@ use crate::message::{
 };
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
 use crate::server::security::identity::Identity;
+use crate::server::status_types::ServiceFigures;
 
 struct Pending {
     caller: Arc<ConnectionHandle>,
@@ -258,11 +259,12 @@ impl Services {
         self.pending.lock().remove(forwarded_id);
     }
 
-    pub(crate) fn figures(&self) -> Value {
-        json!({
-            "service_channels": self.routes.read().len(),
-            "forwarded_commands": self.forwarded.load(Ordering::Relaxed),
-            "forwarded_pending": self.pending.lock().len(),
-        })
+    /// Figures for status.
+    pub(crate) fn figures(&self) -> ServiceFigures {
+        ServiceFigures {
+            service_channels: self.routes.read().len(),
+            forwarded_commands: self.forwarded.load(Ordering::Relaxed),
+            forwarded_pending: self.pending.lock().len(),
+        }
     }
 }

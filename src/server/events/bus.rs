@@ -20,6 +20,7 @@ use crate::server::events::direct::{self, Direct};
 use crate::server::events::event::{Event, EventBody};
 use crate::server::events::index::ChannelIndex;
 use crate::server::events::session::{Session, SessionState, Unacked};
+use crate::server::status_types::EventFigures;
 
 /// What a redelivery timer found.
 pub(crate) enum Redelivery {
@@ -449,7 +450,7 @@ impl EventBus {
     }
 
     /// Figures for status: sessions (attached, detached), subscriptions, unacked events.
-    pub(crate) fn figures(&self) -> Value {
+    pub(crate) fn figures(&self) -> EventFigures {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         let (mut attached, mut subscriptions, mut unacked, mut buffered) = (0, 0, 0, 0);
         for s in &sessions {
@@ -460,18 +461,23 @@ impl EventBus {
             buffered += st.ring.len();
         }
         let m = &self.metrics;
-        json!({
-            "sessions": sessions.len(), "sessions_attached": attached, "sessions_detached": sessions.len() - attached,
-            "subscriptions": subscriptions, "unacked_events": unacked, "replay_buffered_events": buffered,
-            "events_published": m.published.load(Ordering::Relaxed),
-            "events_queued": m.queued.load(Ordering::Relaxed),
-            "events_delivered": m.delivered.load(Ordering::Relaxed),
-            "events_redelivered": m.redelivered.load(Ordering::Relaxed),
-            "events_dropped": m.dropped.load(Ordering::Relaxed),
-            "slow_client_closes": m.slow_client_closes.load(Ordering::Relaxed),
-            "status_offered": m.status_offered.load(Ordering::Relaxed),
-            "status_sent": m.status_sent.load(Ordering::Relaxed),
-        })
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EventFigures {
+            sessions: sessions.len(),
+            sessions_attached: attached,
+            sessions_detached: sessions.len() - attached,
+            subscriptions,
+            unacked_events: unacked,
+            replay_buffered_events: buffered,
+            events_published: count(&m.published),
+            events_queued: count(&m.queued),
+            events_delivered: count(&m.delivered),
+            events_redelivered: count(&m.redelivered),
+            events_dropped: count(&m.dropped),
+            slow_client_closes: count(&m.slow_client_closes),
+            status_offered: count(&m.status_offered),
+            status_sent: count(&m.status_sent),
+        }
     }
 }
 

@@ -151,7 +151,7 @@ impl Flusher {
 }
 
 /// Flushes `ws`; false when the socket did not take everything (or the link broke).
-fn flush_now(ws: &mut tungstenite::WebSocket<crate::server::net::stream::ClientStream>) -> bool {
+fn flush_now(ws: &mut tungstenite::WebSocket<crate::server::net::stream::Transport>) -> bool {
     ws.flush().is_ok()
 }
 

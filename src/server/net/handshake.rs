@@ -23,7 +23,7 @@ use crate::server::context::ServerContext;
 use crate::server::net::admission::{admit, release_slot};
 use crate::server::net::refusal::{self, Rejection};
 use crate::server::net::request::{self, RequestHead};
-use crate::server::net::stream::ClientStream;
+use crate::server::net::stream::Transport;
 use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::state::ConnState;
 use crate::server::security::identity::Identity;
@@ -57,7 +57,7 @@ pub(crate) const READ_BUFFER_BYTES: usize = 2048;
 pub(crate) enum Outcome {
     /// Upgraded. `identity` is `None` when the client must still authenticate (Verifying).
     Upgraded {
-        ws: Box<WebSocket<ClientStream>>,
+        ws: Box<WebSocket<Transport>>,
         identity: Option<Identity>,
     },
     /// Answered (health, rejection) or failed; the connection is over.
@@ -116,8 +116,8 @@ fn open_stream(
     conn: &ConnectionHandle,
     tcp: Arc<TcpStream>,
     deadline: Instant,
-) -> Option<ClientStream> {
-    let mut stream = ClientStream {
+) -> Option<Transport> {
+    let mut stream = Transport {
         tcp,
         tls: None,
         replay: Vec::new(),
@@ -151,7 +151,7 @@ fn open_stream(
 fn read_request(
     ctx: &ServerContext,
     conn: &ConnectionHandle,
-    stream: &mut ClientStream,
+    stream: &mut Transport,
     deadline: Instant,
 ) -> Result<Option<(Vec<u8>, RequestHead)>, Rejection> {
     let bytes = match read_head(stream, conn, ctx, deadline) {
@@ -183,7 +183,7 @@ fn read_request(
 }
 
 /// `GET /health` without an upgrade: `200 {"status":"ok"}`.
-fn answer_health(stream: &mut ClientStream, deadline: Instant) {
+fn answer_health(stream: &mut Transport, deadline: Instant) {
     let body = json!({"status": "ok"}).to_string();
     refusal::write_response(stream, 200, "OK", &[], &body, deadline);
     refusal::linger_and_close(stream, deadline);
@@ -225,7 +225,7 @@ enum HeadError {
 
 /// Reads until the end of the request head (`\r\n\r\n`), the deadline, or shutdown.
 fn read_head(
-    stream: &mut ClientStream,
+    stream: &mut Transport,
     conn: &ConnectionHandle,
     ctx: &ServerContext,
     deadline: Instant,
@@ -287,10 +287,10 @@ fn read_head(
 fn upgrade(
     ctx: &ServerContext,
     conn: &ConnectionHandle,
-    stream: ClientStream,
+    stream: Transport,
     protocol: Option<String>,
     deadline: Instant,
-) -> Option<WebSocket<ClientStream>> {
+) -> Option<WebSocket<Transport>> {
     let fd = stream.raw_fd();
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::server::net::stream::ClientStream;
+use crate::server::net::stream::Transport;
 use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::metrics::Metrics;
 use crate::server::registry::state::ConnState;
@@ -82,7 +82,7 @@ pub(crate) fn reject(
     metrics: &Metrics,
     limits: &Limits,
     conn: &ConnectionHandle,
-    mut stream: ClientStream,
+    mut stream: Transport,
     r: Rejection,
     deadline: Instant,
 ) {
@@ -115,7 +115,7 @@ pub(crate) fn reject(
 
 /// Writes a complete HTTP response (best effort until `deadline`).
 pub(crate) fn write_response(
-    stream: &mut ClientStream,
+    stream: &mut Transport,
     status: u16,
     reason: &str,
     headers: &[(&str, String)],
@@ -166,7 +166,7 @@ pub(crate) fn write_response(
 
 /// Half-closes and discards what the client still sends for a short while, so it reads our
 /// response instead of a connection reset.
-pub(crate) fn linger_and_close(stream: &mut ClientStream, deadline: Instant) {
+pub(crate) fn linger_and_close(stream: &mut Transport, deadline: Instant) {
     if let Some(conn) = &mut stream.tls {
         conn.send_close_notify();
         let _ = tls_io::write_pending(conn, &stream.tcp);

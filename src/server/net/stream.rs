@@ -12,7 +12,7 @@ use crate::tls_io;
 /// The client's socket (plain, or TLS through rustls), replaying the request head we read to
 /// tungstenite's handshake.
 #[derive(Debug)]
-pub(crate) struct ClientStream {
+pub(crate) struct Transport {
     pub(super) tcp: Arc<TcpStream>,
     pub(super) tls: Option<Box<rustls::ServerConnection>>,
     pub(super) replay: Vec<u8>,
@@ -21,7 +21,7 @@ pub(crate) struct ClientStream {
     pub(super) last_write_blocked: bool,
 }
 
-impl ClientStream {
+impl Transport {
     /// The socket's descriptor, for `poll(2)`.
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         self.tcp.as_raw_fd()
@@ -36,7 +36,7 @@ impl ClientStream {
     }
 }
 
-impl Read for ClientStream {
+impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.replay_pos < self.replay.len() {
             let n = buf.len().min(self.replay.len() - self.replay_pos);
@@ -55,7 +55,7 @@ impl Read for ClientStream {
     }
 }
 
-impl Write for ClientStream {
+impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = match &mut self.tls {
             Some(conn) => tls_io::write(conn, &self.tcp, buf),

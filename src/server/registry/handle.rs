@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tungstenite::WebSocket;
 
 use crate::server::events::event::EventBody;
-use crate::server::net::stream::ClientStream;
+use crate::server::net::stream::Transport;
 use crate::server::registry::metrics::Metrics;
 use crate::server::registry::state::ConnState;
 use crate::server::security::identity::Identity;
@@ -56,7 +56,7 @@ pub(crate) struct ConnectionHandle {
     /// connection thread takes it for each read and write (never across a wait); a
     /// publisher takes it to write an event straight to an idle subscriber
     /// (`connection::direct`).
-    pub(crate) ws: Mutex<Option<WebSocket<ClientStream>>>,
+    pub(crate) ws: Mutex<Option<WebSocket<Transport>>>,
     /// Set by the connection thread while it sleeps with nothing waiting to be written (no
     /// queue, no batch, no replay, no close, socket writable): events may then be written
     /// straight to the socket, in order, without waking the thread.

@@ -2,8 +2,8 @@
 //! and info objects.
 #![forbid(unsafe_code)]
 
+use crate::server::status_types::SystemInfo;
 use parking_lot::Mutex;
-use serde_json::{Value, json};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// Samples this process's memory through sysinfo. Kept between calls: a refresh of one process
@@ -70,12 +70,15 @@ fn thread_count() -> u64 {
         .unwrap_or(0)
 }
 
-/// The kernel's `uname(2)` fields, for `system/info`.
-pub(crate) fn uname() -> Value {
+/// The kernel's `uname(2)` fields.
+pub(crate) fn uname() -> SystemInfo {
     let u = rustix::system::uname();
     let text = |f: &std::ffi::CStr| f.to_string_lossy().into_owned();
-    json!({
-        "sysname": text(u.sysname()), "nodename": text(u.nodename()), "release": text(u.release()),
-        "version": text(u.version()), "machine": text(u.machine()),
-    })
+    SystemInfo {
+        sysname: text(u.sysname()),
+        nodename: text(u.nodename()),
+        release: text(u.release()),
+        version: text(u.version()),
+        machine: text(u.machine()),
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 
-static SERVER: OnceLock<hydrogen_ws::ServerHandle> = OnceLock::new();
+static SERVER: OnceLock<hydrogen_ws::Server> = OnceLock::new();
 
 unsafe extern "C" {
     fn atexit(callback: extern "C" fn()) -> i32;
