@@ -309,27 +309,21 @@ fn upgrade(
     };
     let mut attempt = accept_hdr_with_config(stream, callback, Some(ws_config));
     let mut ready = Vec::with_capacity(1);
+    let give_up = |code: &'static str, why: &dyn std::fmt::Display| {
+        ctx.metrics.count_rejection(code);
+        log::info!("conn {} {}: {why}", conn.id, conn.peer);
+        None
+    };
     loop {
         match attempt {
             Ok(ws) => return Some(ws),
             Err(HandshakeError::Failure(e)) => {
-                ctx.metrics.count_rejection("bad_upgrade");
-                log::info!(
-                    "conn {} {}: WebSocket upgrade refused: {e}",
-                    conn.id,
-                    conn.peer
-                );
-                return None;
+                return give_up("bad_upgrade", &format!("WebSocket upgrade refused: {e}"));
             }
             Err(HandshakeError::Interrupted(mid)) => {
                 if Instant::now() >= deadline || ctx.shutdown.is_requested() {
-                    ctx.metrics.count_rejection("handshake_timeout");
-                    log::info!(
-                        "conn {} {}: upgrade response not sent within the handshake timeout",
-                        conn.id,
-                        conn.peer
-                    );
-                    return None;
+                    let why = "upgrade response not sent within the handshake timeout";
+                    return give_up("handshake_timeout", &why);
                 }
                 let interest = [Interest {
                     fd,
