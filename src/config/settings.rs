@@ -105,8 +105,8 @@ settings_table! {
         /// `IdleTimeout` (300 s; 0 = never; or `IdleTimeoutMs`): no message from the client
         /// closes with 1000.
         idle_timeout: Option<Duration> = Some(Duration::from_secs(300)),
-            alias "IdleTimeoutMs" => Kind::Millis(0, 31_536_000_000),
-            "IdleTimeout" => Kind::Secs(0, 31_536_000);
+            "IdleTimeout" => Kind::Secs(0, 31_536_000),
+            overridden_by "IdleTimeoutMs" => Kind::Millis(0, 31_536_000_000);
         /// `ThreadPoolSize` (4): workers running application handlers.
         thread_pool_size: usize = 4, "ThreadPoolSize" => Kind::Int(1, 256);
         /// `ThreadStackSize` (262144 bytes): stack of each connection thread.
@@ -161,8 +161,8 @@ settings_table! {
         violations_before_block: u32 = 20, "ViolationsBeforeBlock" => Kind::Int(1, 1_000_000);
         /// `BlockSeconds` (60; or `BlockMs`): how long a blocked address gets 429.
         block: Duration = Duration::from_secs(60),
-            alias "BlockMs" => Kind::Millis(0, 86_400_000),
-            "BlockSeconds" => Kind::Secs(0, 86_400);
+            "BlockSeconds" => Kind::Secs(0, 86_400),
+            overridden_by "BlockMs" => Kind::Millis(0, 86_400_000);
         /// `HandshakesPerMinutePerIp` (120): upgrade attempts per address per minute;
         /// 0 = unlimited.
         handshakes_per_minute_per_ip: u32 = 120,
@@ -183,8 +183,8 @@ settings_table! {
         /// `SessionResumeSeconds` (120; or `SessionResumeMs`): how long a disconnected session
         /// can be resumed.
         session_resume: Duration = Duration::from_secs(120),
-            alias "SessionResumeMs" => Kind::Millis(0, 86_400_000),
-            "SessionResumeSeconds" => Kind::Secs(0, 86_400);
+            "SessionResumeSeconds" => Kind::Secs(0, 86_400),
+            overridden_by "SessionResumeMs" => Kind::Millis(0, 86_400_000);
         /// `ReplayBufferEvents` (1000): events kept per session for replay on resume.
         replay_buffer_events: usize = 1000, "ReplayBufferEvents" => Kind::Int(1, 1_000_000);
         /// `ReliableChannels` ([]): every event on these channels is reliable.

@@ -1,11 +1,12 @@
 //! The macro that turns one table of settings into a config struct: each row declares a
 //! field once — its doc, type, default, JSON key (a path such as `ShutdownTimeouts.JoinMs`),
 //! the [`Kind`](crate::config::values::Kind) that gives its range, unit and whether it is a
-//! secret, and any older names (aliases, read first so that the row's own key wins) — and
+//! secret, Hydrogen's older names (`alias`, read first so that the row's own key wins) and
+//! finer-grained test keys (`overridden_by`, read last so that they win) — and
 //! the struct, its `Default`, its reader and its redacted view all come from that row.
 #![forbid(unsafe_code)]
 
-/// `settings_table! { struct Name { /// doc  field: Type = default, ["Alias" => kind,]* "Key" => kind; ... } }`
+/// `settings_table! { struct Name { /// doc  field: Type = default, [alias "A" => kind,]* "Key" => kind [, overridden_by "K" => kind]*; ... } }`
 macro_rules! settings_table {
     (
         $(#[$meta:meta])*
@@ -14,7 +15,8 @@ macro_rules! settings_table {
                 $(#[$doc:meta])*
                 $field:ident : $ty:ty = $default:expr,
                 $( alias $alias:literal => $akind:expr, )*
-                $key:literal => $kind:expr;
+                $key:literal => $kind:expr
+                $( , overridden_by $over:literal => $okind:expr )*;
             )*
         }
     ) => {
@@ -46,6 +48,11 @@ macro_rules! settings_table {
                     if let Some(given) = section.take_path($key)? {
                         self.$field = SettingValue::parse(given, &$kind, report)?;
                     }
+                    $(
+                        if let Some(given) = section.take_path($over)? {
+                            self.$field = SettingValue::parse(given, &$okind, report)?;
+                        }
+                    )*
                 )*
                 Ok(())
             }

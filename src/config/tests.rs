@@ -112,10 +112,10 @@ fn every_row_reads_back_what_it_shows() {
 }
 
 #[test]
-fn aliases_yield_to_our_own_names() {
+fn aliases_yield_to_our_own_names_and_test_keys_override() {
     let (c, _) = Config::from_json_str(
         r#"{"WebSocketServer":{"ConnectionTimeouts":{"ShutdownWaitSeconds":3},"ShutdownTimeouts":{"CloseWaitMs":250},
-            "RateLimit":{"BlockMs":1500}}}"#,
+            "RateLimit":{"BlockSeconds":9,"BlockMs":1500}}}"#,
     )
     .unwrap();
     assert_eq!(c.close_wait, Duration::from_millis(250));
