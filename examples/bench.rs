@@ -110,7 +110,7 @@ impl ServerProc {
             .env("HYDROGEN_API_KEY", KEY)
             .env(
                 "RUST_LOG",
-                "warn,hydrogen_ws::server::listener=info,hydrogen_ws::server::shutdown=info",
+                "warn,hydrogen_ws::server::net::listener=info,hydrogen_ws::server::shutdown=info",
             )
             .stderr(Stdio::piped())
             .spawn()

@@ -80,7 +80,7 @@ impl ServerProc {
             .args(&words[1..])
             .args(["--config", cfg.to_str().unwrap()])
             .env("HYDROGEN_API_KEY", "soak-admin-key-0123456789abcdef")
-            .env("RUST_LOG", "warn,hydrogen_ws::server::listener=info")
+            .env("RUST_LOG", "warn,hydrogen_ws::server::net::listener=info")
             .stderr(Stdio::piped())
             .spawn()
             .expect("run `cargo build --release` first (make soak does)");
