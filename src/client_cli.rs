@@ -156,7 +156,7 @@ fn exit_for_close(code: u16) -> ExitCode {
 
 pub(crate) fn run(args: &[String]) -> ExitCode {
     if args.first().is_some_and(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
+        let _ = writeln!(std::io::stdout(), "{USAGE}"); // a closed pipe is fine
         return ExitCode::SUCCESS;
     }
     let args = match parse(args) {

@@ -48,11 +48,15 @@ fn parse_args() -> Result<Option<Mode>, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--help" | "-h" => {
-                println!("{USAGE}");
+                let _ = writeln!(std::io::stdout(), "{USAGE}"); // a closed pipe (`| head -1`) is fine
                 return Ok(None);
             }
             "--version" | "-V" => {
-                println!("hydrogen-ws {}", env!("CARGO_PKG_VERSION"));
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "hydrogen-ws {}",
+                    env!("CARGO_PKG_VERSION")
+                );
                 return Ok(None);
             }
             "--config" => args.config = Some(it.next().ok_or("--config needs a path")?.into()),

@@ -44,6 +44,28 @@ fn help_version_and_bad_arguments() {
 }
 
 #[test]
+fn help_into_a_closed_pipe_exits_0() {
+    // `hydrogen-ws --help | head -1`: the reader may be gone before the help is written.
+    // The pipe's read end is closed before the child starts, so its write fails for sure.
+    for args in [&["--help"][..], &["--version"], &["client", "--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn no_api_key_refuses_to_start_and_says_how_to_set_one() {
     let cfg = temp_config(r#"{"WebSocketServer":{"Port":0,"Interface":"127.0.0.1"}}"#);
     let (code, _, err) = run(&["--config", cfg.to_str().unwrap()], None);
@@ -460,4 +482,35 @@ fn fd_exhaustion_scenario(fd_limit: libc::rlim_t) {
     // may run short again briefly: a second episode.
     let episodes = recovers_from_shortage(s, "file descriptors");
     assert!(episodes <= 4, "{episodes} episodes");
+}
+
+#[test]
+fn info_logs_one_line_per_arrival_and_departure() {
+    let cfg = temp_config(r#"{"WebSocketServer":{"Port":0,"Interface":"127.0.0.1"}}"#);
+    let mut s = ServerProcess::start(&cfg, "info", &[]);
+    let mut ws = connect(s.addr, Some(SECRET));
+    request_ok(&mut ws, "1", "system", "ping", json!({}));
+    let arrived = wait_line(&s.rx, &mut s.log, |l| l.contains("connected as default"));
+    let bye = tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    ws.close(Some(bye)).unwrap();
+    let _ = expect_close(&mut ws);
+    let left = wait_line(&s.rx, &mut s.log, |l| l.contains(": left ("));
+    let id = arrived
+        .split("conn ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(
+        left.contains(&format!("conn {id} "))
+            && left.contains("default")
+            && left.contains("close 1000")
+            && left.contains(" s)"),
+        "{left}"
+    );
+    assert!(!left.contains(SECRET));
 }

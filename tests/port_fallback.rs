@@ -53,7 +53,12 @@ fn no_free_port_is_a_bind_error() {
 #[test]
 fn ipv6_loopback_alongside_ipv4() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("no IPv6 loopback on this machine; skipping");
+        // Written past libtest's capture, so the skip shows in every run's output.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED ipv6_loopback_alongside_ipv4: no IPv6 loopback on this machine"
+        );
         return;
     }
     let server = start_with(|c| c.enable_ipv6 = true);

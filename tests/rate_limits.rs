@@ -51,12 +51,28 @@ fn messages_over_the_rate_are_dropped_with_rate_limited() {
         "burst of 5 (plus what refilled meanwhile), got {ok}"
     );
     assert_eq!(ok + limited, 30);
-    // After a pause the allowance is back.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        request(&mut ws, "later", "system", "ping", json!({}))["status"],
-        "ok"
-    );
+    // The allowance comes back with time (20 per second): a ping paced at 100 ms gets
+    // through within a few tries, well before WAIT. A refused one gets a bare error.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut tries = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(100)); // pacing the tries, not a wait
+        tries += 1;
+        send(
+            &mut ws,
+            &command(&format!("later{tries}"), "system", "ping", json!({})),
+        );
+        let answer = recv_json(&mut ws);
+        if answer["status"] == "ok" {
+            break;
+        }
+        assert_eq!(answer["error"]["code"], "rate_limited", "{answer}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the allowance never came back"
+        );
+    }
+    assert!(tries <= 5, "refilled only after {tries} tries");
 }
 
 /// An authenticated client over its rate is its own problem: it gets `rate_limited`, then

@@ -111,6 +111,24 @@ fn threads_dump_is_admin_only_and_names_everyone() {
         assert!(["viewer", "admin"].contains(&t["identity"].as_str().unwrap()));
     }
     assert!(!d.to_string().contains(ADMIN_KEY));
+    // Every thread of the process, the ones the server did not start too (this test's own).
+    let me = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse::<u64>().ok())
+        .unwrap();
+    assert!(
+        threads
+            .iter()
+            .any(|t| t["tid"] == me && t["role"] == "process"),
+        "{threads:?}"
+    );
+    assert_eq!(d["count"].as_u64().unwrap() as usize, threads.len());
+    // Connections in numeric order.
+    let ids: Vec<u64> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix("hws-conn-")?.parse().ok())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
 }
 
 #[test]

@@ -105,13 +105,49 @@ impl Section {
             .map
             .keys()
             .filter(|k| !self.used.contains(k))
-            .map(|k| format!("unknown key {}.{k} ignored", self.path))
+            .map(|k| match self.nearest_known(k) {
+                Some(known) => format!(
+                    "unknown key {}.{k} ignored; did you mean {known}?",
+                    self.path
+                ),
+                None => format!("unknown key {}.{k} ignored", self.path),
+            })
             .collect();
         for child in &self.children {
             out.extend(child.unknown_keys());
         }
         out
     }
+}
+
+impl Section {
+    /// The key this object knows (one a setting asked for) that `unknown` most likely
+    /// misspells: at most a third of its letters (or two) apart, case aside.
+    fn nearest_known(&self, unknown: &str) -> Option<&str> {
+        let limit = (unknown.chars().count() / 3).max(2);
+        self.used
+            .iter()
+            .map(|k| (edit_distance(&k.to_lowercase(), &unknown.to_lowercase()), k))
+            .filter(|(d, _)| *d <= limit)
+            .min()
+            .map(|(_, k)| k.as_str())
+    }
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// The variable named by a `"${env.NAME}"` value.

@@ -128,3 +128,26 @@ fn aliases_yield_to_our_own_names_and_test_keys_override() {
         "{e}"
     );
 }
+
+#[test]
+fn unknown_keys_suggest_the_nearest_known_one_and_types_are_named() {
+    let (_, r) = Config::from_json_str(
+        r#"{"WebSocketServer":{"MaxConection":5,"RateLimit":{"Brust":3},"Zzzzzz":1}}"#,
+    )
+    .unwrap();
+    let all = r.warnings.join("\n");
+    assert!(
+        all.contains("MaxConection ignored; did you mean MaxConnections?"),
+        "{all}"
+    );
+    assert!(
+        all.contains("RateLimit.Brust ignored; did you mean Burst?"),
+        "{all}"
+    );
+    assert!(
+        all.contains("WebSocketServer.Zzzzzz ignored") && !all.contains("Zzzzzz ignored;"),
+        "{all}"
+    );
+    let e = Config::from_json_str(r#"{"WebSocketServer":{"Port":"abc"}}"#).unwrap_err();
+    assert!(e.to_string().contains("wrong type"), "{e}");
+}

@@ -259,7 +259,9 @@ impl Server {
 
     /// Writes the thread dump to the log at info level (the binary does this on SIGUSR1).
     pub fn log_thread_dump(&self) {
-        for t in self.ctx.threads.dump(self.ctx.uptime_ms()) {
+        let dump = self.ctx.threads.dump(self.ctx.uptime_ms());
+        log::info!("thread dump: {} threads", dump.len());
+        for t in dump {
             log::info!("thread {t}");
         }
     }

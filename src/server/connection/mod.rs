@@ -113,6 +113,7 @@ fn run(
                 .fetch_add(1, Ordering::Relaxed);
             let mut conn = Connection::new(ctx.clone(), shared.clone(), *ws, rx, identity);
             let end = conn.serve();
+            conn.log_leave(end);
             if let Some(session) = &conn.session {
                 ctx.events
                     .detach(session, shared.id, ctx.config.sessions_per_identity());
@@ -191,6 +192,11 @@ struct Connection {
     /// The client broke the protocol: once our close frame is out, drop the TCP connection
     /// instead of waiting for its reply (RFC 6455 §7.1.7, "fail the WebSocket connection").
     fail_after_flush: bool,
+    /// The close code of the close handshake (ours or the client's, whichever came first),
+    /// for the "left" log line.
+    close_code: Option<u16>,
+    /// When the connection was upgraded.
+    since: Instant,
     rejected: bool,
     in_flight: Vec<InFlight>,
     ready: Vec<Readiness>,
@@ -262,6 +268,8 @@ impl Connection {
             input_pending: true,
             broken: false,
             fail_after_flush: false,
+            close_code: None,
+            since: Instant::now(),
             rejected: false,
             in_flight: Vec::new(),
             ready: Vec::with_capacity(2),
@@ -398,6 +406,25 @@ impl Connection {
             && self.rx.is_empty()
     }
 
+    /// One info line when the client leaves: who, how (close code, or none when the link
+    /// just broke), after how long, in which end state.
+    fn log_leave(&self, end: ConnState) {
+        let who = self
+            .identity
+            .as_ref()
+            .map_or("unauthenticated".to_string(), |i| i.name.clone());
+        let code = self
+            .close_code
+            .map_or("no close frame".to_string(), |c| format!("close {c}"));
+        log::info!(
+            "conn {} {}: left ({who}, {code}, {} after {:.1} s)",
+            self.shared.id,
+            self.shared.peer,
+            end.as_str(),
+            self.since.elapsed().as_secs_f64()
+        );
+    }
+
     fn start_close(&mut self, code: u16, reason: &'static str) {
         if self.close_deadline.is_some() {
             return;
@@ -409,6 +436,7 @@ impl Connection {
         );
         self.shared.set_state(ConnState::Closing, &self.ctx.metrics);
         self.close_deadline = Some(wake::after(self.ctx.config.close_wait));
+        self.close_code.get_or_insert(code);
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),

@@ -163,7 +163,9 @@ impl Connection {
                 self.send(message::bare_error(&err));
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(_) => {
+            Message::Close(frame) => {
+                let code = frame.map_or(1005, |f| u16::from(f.code));
+                self.close_code.get_or_insert(code);
                 // tungstenite queued the reply; flushing sends it, then the next read
                 // reports the connection closed.
                 if self.close_deadline.is_none() {

@@ -305,7 +305,13 @@ impl ThreadRegistry {
             })
             .collect();
         drop(entries);
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        let ours: Vec<u64> = out.iter().filter_map(|(_, v)| v["tid"].as_u64()).collect();
+        out.extend(
+            other_threads(&ours)
+                .into_iter()
+                .map(|v| (v["name"].as_str().unwrap_or_default().to_string(), v)),
+        );
+        out.sort_by_key(|(name, _)| natural_key(name));
         out.into_iter().map(|(_, v)| v).collect()
     }
 
@@ -319,6 +325,30 @@ impl ThreadRegistry {
         self.signal
             .wait_until(deadline, skippable, || self.running(role) == 0)
     }
+}
+
+/// The process's threads that the registry does not know (`main`, the signal threads, a
+/// controller's own): name and tid from `/proc/self/task`, role `process`.
+fn other_threads(known: &[u64]) -> Vec<Value> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|tid| !known.contains(tid))
+        .map(|tid| {
+            let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"));
+            let name = comm.map_or_else(|_| "?".to_string(), |c| c.trim().to_string());
+            json!({"name": name, "role": "process", "tid": tid, "state": "running"})
+        })
+        .collect()
+}
+
+/// Sorts names with their numbers in numeric order: `hws-conn-2` before `hws-conn-10`.
+fn natural_key(name: &str) -> (String, u64) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, number) = name.split_at(name.len() - digits);
+    (stem.to_string(), number.parse().unwrap_or(0))
 }
 
 fn state_of(e: &ThreadEntry) -> String {

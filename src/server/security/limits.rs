@@ -107,10 +107,15 @@ impl Limits {
         entry.1 <= limit
     }
 
-    /// Records a violation by `ip`; true when this one blocks the address.
+    /// Records a violation by `ip`; true when the address is blocked (by this one or
+    /// already). A block is one episode: violations while it lasts neither count toward
+    /// another nor log again.
     pub(crate) fn violation(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         let mut st = self.state.lock();
+        if st.blocked_until.get(&ip).is_some_and(|t| *t > now) {
+            return true;
+        }
         let entry = st.violations.entry(ip).or_insert((0, now));
         if now.duration_since(entry.1) >= self.config.block {
             entry.0 = 0;
@@ -187,7 +192,11 @@ mod tests {
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
         assert!(!limits.violation(ip) && !limits.violation(ip));
         assert!(limits.violation(ip));
-        assert!(limits.blocked_for(ip).is_some());
+        let until = limits.blocked_for(ip).unwrap();
+        // More violations during the block: still blocked, the block not started again.
+        assert!((0..10).all(|_| limits.violation(ip)));
+        assert!(limits.blocked_for(ip).unwrap() <= until);
+        assert!(limits.state.lock().violations.is_empty());
         std::thread::sleep(Duration::from_millis(60));
         assert!(limits.blocked_for(ip).is_none());
         limits.sweep();
