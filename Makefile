@@ -20,24 +20,31 @@ build:
 # HYDROGEN_API_KEY; for a first run on a fresh machine we generate a random key once, keep it
 # in $(KEYFILE) (mode 600, git-ignored) and say where it is.
 run: build
-	@if [ -z "$$HYDROGEN_API_KEY" ]; then \
-	  if [ ! -s $(KEYFILE) ]; then (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > $(KEYFILE)); fi; \
-	  echo "HYDROGEN_API_KEY is unset: using the key stored in $(KEYFILE)"; \
-	  echo "  clients send 'Authorization: Key <that key>' (README: 'Talk to it')"; \
-	  HYDROGEN_API_KEY=$$(cat $(KEYFILE)) exec ./$(BIN) --config config.json; \
-	else \
-	  exec ./$(BIN) --config config.json; \
-	fi
+	@if [ -z "$$HYDROGEN_API_KEY" ] && [ ! -s $(KEYFILE) ]; then (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > $(KEYFILE)); fi
+	@if [ -n "$$HYDROGEN_API_KEY" ]; then where='$$HYDROGEN_API_KEY'; key_cmd='"$$HYDROGEN_API_KEY"'; \
+	  else where="$(KEYFILE) (HYDROGEN_API_KEY is unset; generated once, mode 600)"; key_cmd='"$$(cat $(KEYFILE))"'; fi; \
+	  echo "hydrogen-ws on ws://127.0.0.1:5001/ (config.json; Port falls back upwards if 5001 is taken)"; \
+	  echo "  subprotocol: hydrogen-protocol   key: $$where"; \
+	  echo "  clients send 'Authorization: Key <key>'; try it from another shell:"; \
+	  echo "  echo '{\"type\":\"command\",\"id\":\"1\",\"channel\":\"system\",\"action\":\"status\"}' | ./$(BIN) client ws://127.0.0.1:5001/ --key $$key_cmd"
+	@if [ -z "$$HYDROGEN_API_KEY" ]; then HYDROGEN_API_KEY=$$(cat $(KEYFILE)) exec ./$(BIN) --config config.json; \
+	  else exec ./$(BIN) --config config.json; fi
 
 # The Python client used by the tests (a client that is not ours).
 $(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
-	$(VENV_PY) -m pip install --quiet --disable-pip-version-check "websockets>=12,<16"
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check "websockets>=14,<16"  # additional_headers (README) needs 14
 	touch $@
 
-test: $(VENV)/.installed
+# websocat (Hydrogen's own status test runs it as written): built once into .tools/.
+WEBSOCAT := .tools/bin/websocat
+$(WEBSOCAT):
+	$(CARGO) install websocat --locked --quiet --root .tools
+
+test: $(VENV)/.installed $(WEBSOCAT)
 	@command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)  # RSA key for the JWT tests
-	HWS_PYTHON=$(VENV_PY) $(CARGO) test --no-fail-fast  # every test binary runs, even after a failure
+	@command -v jq >/dev/null || (apt-get update && apt-get install -y jq)  # Hydrogen's status test pipes to jq
+	HWS_PYTHON=$(VENV_PY) HWS_WEBSOCAT=$(abspath $(WEBSOCAT)) $(CARGO) test --no-fail-fast  # every test binary runs, even after a failure
 
 # .ci/layers.py: no import cycle between files, no function over 80 lines, unsafe only
 # with a SAFETY note and #![forbid(unsafe_code)] wherever there is none (issue #13).

@@ -136,10 +136,14 @@ fn connect(addr: SocketAddr, key: &str) -> Option<(Ws, Value)> {
     req.headers_mut()
         .insert("Authorization", format!("Key {key}").parse().ok()?);
     let (mut ws, _) = tungstenite::client(req, tcp).ok()?;
+    // The server never speaks first: a ping's answer comes after the welcome.
+    let hello = r#"{"type":"command","id":"hello","channel":"system","action":"ping"}"#;
+    ws.send(Message::Text(hello.into())).ok()?;
     let welcome = match ws.read().ok()? {
         Message::Text(t) => serde_json::from_str::<Value>(t.as_str()).ok()?,
         _ => return None,
     };
+    let _pong = ws.read().ok()?;
     Some((ws, welcome["data"].clone()))
 }
 

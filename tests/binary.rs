@@ -219,7 +219,7 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
     let (_, welcome) = connect_with_welcome(addr, Some(SECRET));
     let session_token = welcome["session_token"].as_str().unwrap().to_string();
     let mut by_token = try_connect(addr, None, &format!("/?token={jwt}"), Some(PROTOCOL)).unwrap();
-    assert_eq!(recv_json(&mut by_token)["data"]["role"], "viewer");
+    assert_eq!(read_welcome(&mut by_token)["role"], "viewer");
     let mut late_token = connect(addr, None);
     request_ok(
         &mut late_token,

@@ -113,7 +113,7 @@ fn ambiguous_credentials_are_refused_with_400() {
     // The same credential given both ways is not ambiguous.
     let path = format!("/?key={VIEWER_KEY}");
     let mut ws = try_connect(addr, Some(VIEWER_KEY), &path, Some(PROTOCOL)).expect("agreeing");
-    assert_eq!(recv_json(&mut ws)["data"]["role"], "viewer");
+    assert_eq!(read_welcome(&mut ws)["role"], "viewer");
 }
 
 /// §1.6: before authentication a binary frame is refused like any other non-auth message:

@@ -75,10 +75,7 @@ fn bearer(token: &str) -> String {
 /// Connects with a Bearer token; returns the welcome's role.
 fn role_with(server: &hydrogen_ws::Server, token: &str) -> String {
     let mut ws = connect_bearer(server.bound_addr(), token).expect("token accepted");
-    recv_json(&mut ws)["data"]["role"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    read_welcome(&mut ws)["role"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -95,7 +92,7 @@ fn es256_token_by_header_query_and_late_auth() {
         Some(PROTOCOL),
     )
     .unwrap();
-    assert_eq!(recv_json(&mut by_query)["data"]["role"], "operator");
+    assert_eq!(read_welcome(&mut by_query)["role"], "operator");
     let mut late = connect(server.bound_addr(), None);
     let r = request(&mut late, "a", "system", "auth", json!({"token": token}));
     assert_eq!(

@@ -66,7 +66,7 @@ fn issued_at_authentication_then_accepted_as_bearer_and_for_resume() {
 
     // The token is a credential: same identity, same role.
     let mut again = connect_bearer(server.bound_addr(), &token).expect("session token accepted");
-    assert_eq!(recv_json(&mut again)["data"]["role"], "operator");
+    assert_eq!(read_welcome(&mut again)["role"], "operator");
     // And it resumes its session.
     let r = request(
         &mut again,
@@ -136,7 +136,7 @@ fn a_session_token_connection_gets_forbidden_for_sensitive_actions() {
     let (_keyed, welcome) = connect_with_welcome(server.bound_addr(), Some(ADMIN_KEY));
     let token = welcome["session_token"].as_str().unwrap().to_string();
     let mut by_token = connect_bearer(server.bound_addr(), &token).expect("token accepted");
-    let _welcome = recv_json(&mut by_token);
+    read_welcome(&mut by_token);
     let target = json!({"connection_id": 999_999});
     let r = request(&mut by_token, "u", "system", "disconnect", target.clone());
     assert_eq!(r["error"]["code"], "forbidden", "{r}");

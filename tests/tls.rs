@@ -85,8 +85,13 @@ fn tls_connect(addr: std::net::SocketAddr, m: &Material, key: &str) -> TlsClient
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
     let (mut ws, _) = tungstenite::client(req, stream).expect("wss handshake");
+    ws.send(tungstenite::Message::Text(
+        r#"{"type":"command","id":"hello","channel":"system","action":"ping"}"#.into(),
+    ))
+    .unwrap();
     let welcome = next_text(&mut ws);
     assert_eq!(welcome["action"], "welcome");
+    assert_eq!(next_text(&mut ws)["id"], "hello");
     ws
 }
 

@@ -135,7 +135,11 @@ impl Target {
         }
         let (mut ws, _) = tungstenite::client(req, tcp).expect("handshake");
         if self.key.is_some() {
-            // Our server greets first (the welcome); the baseline does not.
+            // Our server welcomes a client right before its first answer; the baseline
+            // has no welcome.
+            let hello = r#"{"type":"command","id":"hello","channel":"system","action":"ping"}"#;
+            ws.send(Message::Text(hello.into())).unwrap();
+            assert!(matches!(ws.read().unwrap(), Message::Text(_)));
             assert!(matches!(ws.read().unwrap(), Message::Text(_)));
         }
         ws

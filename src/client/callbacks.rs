@@ -77,7 +77,8 @@ impl Callbacks {
     }
 
     /// Every message the server sends (responses, events, errors), after the client has routed
-    /// it to a waiting request or subscription queue.
+    /// it to a waiting request or subscription queue; the answers to the client's own
+    /// bookkeeping (its first ping, resume, re-subscribe) are not passed on.
     pub fn on_message(mut self, f: impl FnMut(&Value) + Send + 'static) -> Self {
         self.message = Some(Box::new(f));
         self

@@ -27,6 +27,9 @@ use crate::wake::{self, Interest};
 
 /// Requests the I/O thread makes itself while restoring a session.
 enum Internal {
+    /// The first message on a link with credentials: a `system/ping`, which the server
+    /// answers with the welcome first (it never speaks first).
+    Hello,
     /// `system/resume` of the previous session.
     Resume,
     /// `system/subscribe` of every local channel on a new session.
@@ -180,12 +183,13 @@ impl Io {
             welcome: Value::Null,
         });
         self.shared.frame_arrived();
-        if matches!(
-            self.link.as_ref().map(|l| &l.phase),
-            Some(Phase::Restoring { .. })
-        ) {
+        match self.link.as_ref().map(|l| &l.phase) {
             // No credentials, so no welcome and no session to resume.
-            self.restore(None);
+            Some(Phase::Restoring { .. }) => self.restore(None),
+            Some(Phase::AwaitingWelcome { .. }) => {
+                self.internal_request("ping", json!({}), Internal::Hello)
+            }
+            _ => {}
         }
     }
 
@@ -384,7 +388,11 @@ impl Io {
             }
         };
         match msg.get("type").and_then(Value::as_str) {
-            Some("response") => self.on_response(&msg),
+            Some("response") => {
+                if self.on_response(&msg) {
+                    return;
+                }
+            }
             Some("event") => self.on_event(&msg),
             _ => {
                 if let Some(err) = msg.get("error") {
@@ -396,9 +404,10 @@ impl Io {
         callbacks::call(&mut self.callbacks.message, &msg);
     }
 
-    fn on_response(&mut self, msg: &Value) {
+    /// Routes a response to its request; true when it answered the client's own request.
+    fn on_response(&mut self, msg: &Value) -> bool {
         let Some(id) = msg.get("id").and_then(Value::as_str) else {
-            return;
+            return false;
         };
         let result = if msg.get("status").and_then(Value::as_str) == Some("ok") {
             Ok(msg.get("data").cloned().unwrap_or(Value::Null))
@@ -406,11 +415,13 @@ impl Io {
             Err(Error::Server(wire_error(&msg["error"])))
         };
         if let Some(internal) = self.link.as_mut().and_then(|l| l.internal.remove(id)) {
-            return self.on_internal(internal, result);
+            self.on_internal(internal, result);
+            return true;
         }
         if let Some(tx) = self.shared.pending.lock().remove(id) {
             let _ = tx.try_send(result);
         }
+        false
     }
 
     fn on_event(&mut self, msg: &Value) {
@@ -535,6 +546,7 @@ impl Io {
                 }
                 self.become_ready();
             }
+            (Internal::Hello, _) => {}
             (Internal::Reconcile, Err(e)) => callbacks::call(&mut self.callbacks.error, &e),
             (Internal::Reconcile, Ok(_)) => {}
         }

@@ -123,6 +123,10 @@ settings_table! {
             "MaxSessionsPerIdentity" => Kind::Int(0, 1_000_000);
         /// `OutboundQueueLimit` (1024): messages queued for one client before it is closed 1013.
         outbound_queue_limit: usize = 1024, "OutboundQueueLimit" => Kind::Int(1, 1_000_000);
+        /// `LegacyStatusPush` (false): a connection that has sent no envelope message (a
+        /// client of Hydrogen's first protocol, which only listens) gets the bare status
+        /// object every StatusIntervalMs.
+        legacy_status_push: bool = false, "LegacyStatusPush" => Kind::Flag;
         /// `StatusIntervalMs` (1000; 0 = only on request): period of the status event.
         status_interval: Option<Duration> = Some(Duration::from_millis(1000)),
             "StatusIntervalMs" => Kind::Millis(0, 86_400_000);

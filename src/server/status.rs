@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::message::format_time;
 use crate::server::context::ServerContext;
 use crate::server::events::event::unsequenced_event;
+use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::state::ConnState;
 use crate::server::runtime::sampler::uname;
 use crate::server::runtime::threads::{Activity, ThreadTag};
@@ -164,11 +165,22 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
 /// Offers the status event to every connection subscribed to `system/status` (coalesced: a
 /// client that is behind gets only the newest).
 fn offer_status(ctx: &ServerContext) {
+    let listeners = legacy_listeners(ctx);
     let subscribers = ctx.events.status_subscribers();
+    if subscribers.is_empty() && listeners.is_empty() {
+        return;
+    }
+    let status = status_json(ctx);
+    if !listeners.is_empty() {
+        let bare: Arc<str> = status.to_string().into();
+        for conn in listeners {
+            conn.offer_status(bare.clone());
+        }
+    }
     if subscribers.is_empty() {
         return;
     }
-    let text: Arc<str> = unsequenced_event("system", "status", &status_json(ctx)).into();
+    let text: Arc<str> = unsequenced_event("system", "status", &status).into();
     for conn in subscribers {
         conn.offer_status(text.clone());
         ctx.events
@@ -176,6 +188,25 @@ fn offer_status(ctx: &ServerContext) {
             .status_offered
             .fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// With LegacyStatusPush: the authenticated connections that have sent no envelope message
+/// (Hydrogen's first clients connect and listen for bare status objects).
+fn legacy_listeners(ctx: &ServerContext) -> Vec<Arc<ConnectionHandle>> {
+    if !ctx.config.legacy_status_push {
+        return Vec::new();
+    }
+    let registry = ctx.connections.lock();
+    registry
+        .by_id
+        .values()
+        .filter(|c| {
+            !c.spoke_envelope.load(Ordering::Relaxed)
+                && matches!(c.state(), ConnState::Connected | ConnState::Heartbeat)
+                && c.identity.lock().is_some()
+        })
+        .cloned()
+        .collect()
 }
 
 /// Expires sessions detached longer than SessionResumeSeconds and forgets rate-limit state

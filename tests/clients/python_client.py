@@ -20,11 +20,12 @@ async def main(port: int, key: str) -> None:
         url, subprotocols=["hydrogen-protocol"], additional_headers={"Authorization": f"Key {key}"}
     ) as ws:
         assert ws.subprotocol == "hydrogen-protocol", ws.subprotocol
+        # The server never speaks first: the welcome comes right before the first answer.
+        await ws.send(json.dumps({"type": "command", "id": "py-1", "channel": "system", "action": "ping"}))
         welcome = json.loads(await ws.recv())
         assert welcome["channel"] == "system" and welcome["action"] == "welcome", welcome
         assert welcome["data"]["role"] == "admin" and welcome["data"]["session_id"], welcome
         print("WELCOME ok", flush=True)
-        await ws.send(json.dumps({"type": "command", "id": "py-1", "channel": "system", "action": "ping"}))
         r = json.loads(await ws.recv())
         assert r["id"] == "py-1" and r["data"] == {"pong": True}, r
         print("PING ok", flush=True)

@@ -21,6 +21,8 @@ pub const OPERATOR_KEY: &str = "operator-key-0123456789abcdef";
 pub const VIEWER_KEY: &str = "viewer-key-0123456789abcdef";
 pub const SERVICE_KEY: &str = "service-key-0123456789abcdef";
 pub const PROTOCOL: &str = "hydrogen-protocol";
+/// The id of the ping [`connect`] sends to get its welcome.
+pub const WELCOME_PROBE: &str = "welcome-probe";
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -61,9 +63,16 @@ pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Server {
 
 /// Opens a WebSocket with `Authorization: Key <key>` (no header when `key` is None) and the
 /// hydrogen subprotocol. Reads time out after [`WAIT`].
-/// With a key, the `system/welcome` event that follows the handshake is read and checked.
+/// With a key, the client speaks first (the server never does): a `system/ping` whose answer
+/// is preceded by the `system/welcome` event, which is read and checked.
 pub fn connect(addr: SocketAddr, key: Option<&str>) -> TestSocket {
     connect_with_welcome(addr, key).0
+}
+
+/// Like [`connect`], but says nothing: the welcome comes right before the answer to the
+/// test's own first message (for tests where every message counts, such as rate limits).
+pub fn connect_silent(addr: SocketAddr, key: Option<&str>) -> TestSocket {
+    try_connect(addr, key, "/", Some(PROTOCOL)).expect("handshake succeeds")
 }
 
 /// Like [`connect`], also returning the welcome event's data (Null without a key).
@@ -72,14 +81,24 @@ pub fn connect_with_welcome(addr: SocketAddr, key: Option<&str>) -> (TestSocket,
     if key.is_none() {
         return (ws, Value::Null);
     }
-    let welcome = recv_json(&mut ws);
+    let welcome = read_welcome(&mut ws);
+    (ws, welcome)
+}
+
+/// Speaks first on an authenticated connection (a `system/ping`) and returns the welcome's
+/// data, which the server sends right before the answer.
+pub fn read_welcome(ws: &mut TestSocket) -> Value {
+    send(ws, &command(WELCOME_PROBE, "system", "ping", json!({})));
+    let welcome = recv_json(ws);
     assert_eq!(
         (welcome["channel"].as_str(), welcome["action"].as_str()),
         (Some("system"), Some("welcome")),
         "{welcome}"
     );
     assert!(welcome["data"]["session_id"].is_string() && welcome["data"]["connection_id"].is_u64());
-    (ws, welcome["data"].clone())
+    let pong = recv_json(ws);
+    assert_eq!(pong["id"], WELCOME_PROBE, "{pong}");
+    welcome["data"].clone()
 }
 
 pub fn try_connect(

@@ -16,6 +16,12 @@ use crate::wake;
 impl Connection {
     pub(super) fn on_text(&mut self, text: &str) {
         let incoming = message::parse_incoming(text);
+        if matches!(
+            incoming,
+            Ok(Incoming::Command(_) | Incoming::Ack { .. } | Incoming::Response(_))
+        ) {
+            self.spoke_envelope();
+        }
         if self.identity.is_none() {
             return match incoming {
                 Ok(Incoming::Command(cmd)) if cmd.channel == "system" && cmd.action == "auth" => {
@@ -66,6 +72,17 @@ impl Connection {
                     self.send(message::bare_error(&err));
                 }
             }
+        }
+    }
+
+    /// The client's first envelope message: it gets its welcome now, right before the
+    /// answer, and LegacyStatusPush stops.
+    fn spoke_envelope(&mut self) {
+        self.shared
+            .spoke_envelope
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(welcome) = self.welcome.take() {
+            self.send(welcome);
         }
     }
 

@@ -192,6 +192,8 @@ struct Connection {
     /// The client broke the protocol: once our close frame is out, drop the TCP connection
     /// instead of waiting for its reply (RFC 6455 §7.1.7, "fail the WebSocket connection").
     fail_after_flush: bool,
+    /// The `system/welcome` event, until the client's first envelope message.
+    welcome: Option<String>,
     /// The close code of the close handshake (ours or the client's, whichever came first),
     /// for the "left" log line.
     close_code: Option<u16>,
@@ -268,6 +270,7 @@ impl Connection {
             input_pending: true,
             broken: false,
             fail_after_flush: false,
+            welcome: None,
             close_code: None,
             since: Instant::now(),
             rejected: false,
@@ -302,12 +305,14 @@ impl Connection {
     fn serve(&mut self) -> ConnState {
         // EchoMode peers (protocol test suites) get nothing but their own messages back.
         if let Some(identity) = self.identity.clone().filter(|_| !self.ctx.config.echo_mode) {
+            // The server never speaks first: the welcome waits for the client's first
+            // envelope message (docs/protocol.md §5).
             let session_id = self.start_session(&identity);
             let mut welcome = json!({"session_id": session_id, "connection_id": self.shared.id, "role": identity.role.as_str()});
             if let Some(tokens) = self.ctx.auth.session_tokens() {
                 welcome["session_token"] = json!(tokens.issue(&identity, &session_id));
             }
-            self.send(unsequenced_event("system", "welcome", &welcome));
+            self.welcome = Some(unsequenced_event("system", "welcome", &welcome));
         }
         loop {
             // A publisher's direct write may have left output the socket did not take.

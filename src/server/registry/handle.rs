@@ -68,6 +68,9 @@ pub(crate) struct ConnectionHandle {
     /// Events were written to this connection's buffer by a corked publisher and not yet
     /// flushed (it is in that publisher's `corked` list).
     pub(crate) awaiting_flush: AtomicBool,
+    /// The client has sent an envelope message (command, ack, response): it speaks the
+    /// envelope protocol, so LegacyStatusPush no longer sends it bare status objects.
+    pub(crate) spoke_envelope: AtomicBool,
 }
 
 /// The client's queue is over OutboundQueueLimit.
@@ -98,6 +101,7 @@ impl ConnectionHandle {
             idle_writable: AtomicBool::new(false),
             corked: Mutex::new(Vec::new()),
             awaiting_flush: AtomicBool::new(false),
+            spoke_envelope: AtomicBool::new(false),
         }
     }
 
