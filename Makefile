@@ -41,10 +41,17 @@ WEBSOCAT := .tools/bin/websocat
 $(WEBSOCAT):
 	$(CARGO) install websocat --locked --quiet --root .tools
 
-test: $(VENV)/.installed $(WEBSOCAT)
+# Node's ws and puppeteer-core (tests/browsers.rs), from tests/clients/node/package-lock.json.
+NODE_DIR := tests/clients/node
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --silent
+	touch $@
+
+test: $(VENV)/.installed $(WEBSOCAT) $(NODE_DIR)/node_modules/.installed
 	@command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)  # RSA key for the JWT tests
 	@command -v jq >/dev/null || (apt-get update && apt-get install -y jq)  # Hydrogen's status test pipes to jq
-	HWS_PYTHON=$(VENV_PY) HWS_WEBSOCAT=$(abspath $(WEBSOCAT)) $(CARGO) test --no-fail-fast  # every test binary runs, even after a failure
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)  # tests/browsers.rs
+	HWS_PYTHON=$(VENV_PY) HWS_WEBSOCAT=$(abspath $(WEBSOCAT)) HWS_BROWSERS=1 HWS_CHROMIUM=$$(command -v chromium) $(CARGO) test --no-fail-fast  # every test binary runs, even after a failure
 
 # .ci/layers.py: no import cycle between files, no function over 80 lines, unsafe only
 # with a SAFETY note and #![forbid(unsafe_code)] wherever there is none (issue #13).

@@ -1,8 +1,10 @@
-//! `hydrogen-ws client URL [--key K | --token T] [--protocol P] [--subscribe CH]...`: a
-//! debugging client built on the client library. Every message received is printed to stdout
-//! as one JSON line (a queue gap as `{"type":"gap","channel":..,"reason":..}`); link changes go
-//! to stderr. Without `--subscribe`, each stdin line is sent as it is and end of input
-//! disconnects; with it, events are printed until SIGINT/SIGTERM.
+//! `hydrogen-ws client URL [--key K | --token T] [--protocol P] [--raw] [--subscribe CH]...`:
+//! a debugging client built on the client library, used like websocat. Every message
+//! received is printed to stdout as one JSON line (with `--raw`, exactly as the server sent
+//! it; a queue gap as `{"type":"gap","channel":..,"reason":..}`); link changes go to stderr.
+//! Each stdin line is sent (a line that is not JSON is reported on stderr, once, and not sent,
+//! unless `--raw`); end of input disconnects, except with `--subscribe`, whose events are
+//! printed until SIGINT/SIGTERM.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, Write};
@@ -15,18 +17,22 @@ use hydrogen_ws::client::{Callbacks, Client, ClientConfig, Credentials, Delivery
 use serde_json::json;
 
 pub(crate) const USAGE: &str = "\
-usage: hydrogen-ws client URL [--key K | --token T] [--protocol P] [--subscribe CHANNEL]...
+usage: hydrogen-ws client URL [--key K | --token T] [--protocol P] [--raw] [--subscribe CHANNEL]...
   URL               ws://host:port/ or wss://host:port/
   --key K           authenticate with an API key (Authorization: Key K)
   --token T         authenticate with a JWT or session token (Authorization: Bearer T)
   --protocol P      subprotocol to offer (default hydrogen-protocol)
+  --raw             print messages exactly as received; send stdin lines as they are
   --subscribe CH    subscribe to CH and print its events until interrupted (repeatable)
-Without --subscribe, each line of stdin is sent as a message; end of input disconnects.
-Messages received are printed to stdout, one JSON object per line.";
+Each line of stdin is sent as a message (a line that is not JSON is reported on stderr and
+not sent, unless --raw). End of input disconnects, except with --subscribe.
+Messages received are printed to stdout, one JSON object per line. Exit status: 0, or 1
+when the link ended with an error or a close code other than 1000/1001, 2 for bad arguments.";
 
 struct Args {
     config: ClientConfig,
     subscribe: Vec<String>,
+    raw: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -37,6 +43,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     }
     let mut config = ClientConfig::new(url.clone());
     let mut subscribe = Vec::new();
+    let mut raw = false;
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
         match a.as_str() {
@@ -44,10 +51,15 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--token" => config.credentials = Some(Credentials::bearer(value()?)),
             "--protocol" => config.protocol = Some(value()?),
             "--subscribe" => subscribe.push(value()?),
+            "--raw" => raw = true,
             other => return Err(format!("unknown client argument {other:?}")),
         }
     }
-    Ok(Args { config, subscribe })
+    Ok(Args {
+        config,
+        subscribe,
+        raw,
+    })
 }
 
 fn print_line(text: &str) {
@@ -73,21 +85,44 @@ enum News {
     Ended(u16),
 }
 
-fn callbacks(news: Sender<News>) -> Callbacks {
+/// Whether a message is the answer to the CLI's own `system/info` (never printed).
+fn is_info_answer(msg: &serde_json::Value) -> bool {
+    msg["type"] == "response" && msg["id"] == INFO_ID
+}
+
+fn callbacks(news: Sender<News>, raw: bool) -> Callbacks {
     let on_ended = news.clone();
-    Callbacks::new()
+    let callbacks = Callbacks::new()
         .on_message(move |msg| {
+            if is_info_answer(msg) {
+                let rate = msg["data"]["limits"]["MessagesPerSecond"].as_u64();
+                let _ = news.send(News::Rate(rate.unwrap_or(0)));
+                return;
+            }
             if msg["type"] == "response" {
-                if msg["id"] == INFO_ID {
-                    let rate = msg["data"]["limits"]["MessagesPerSecond"].as_u64();
-                    let _ = news.send(News::Rate(rate.unwrap_or(0)));
-                    return;
-                }
                 let _ = news.send(News::Answer);
             }
-            print_line(&msg.to_string());
+            if !raw {
+                print_line(&msg.to_string());
+            }
         })
-        .on_error(|e| eprintln!("hydrogen-ws client: {e}"))
+        // Error objects from the server are messages, printed as such; only the client's own
+        // errors go to stderr.
+        .on_error(|e| {
+            if !matches!(e, Error::Server(_)) {
+                eprintln!("hydrogen-ws client: {e}")
+            }
+        });
+    let callbacks = if raw {
+        callbacks.on_text(|text| {
+            if !serde_json::from_str(text).is_ok_and(|v| is_info_answer(&v)) {
+                print_line(text);
+            }
+        })
+    } else {
+        callbacks
+    };
+    callbacks
         .on_disconnect(move |d| {
             let next = if d.will_reconnect {
                 "reconnecting"
@@ -168,7 +203,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     };
     let (news_tx, news) = unbounded();
     let authenticated = args.config.credentials.is_some();
-    let client = match Client::connect_with(args.config, callbacks(news_tx)) {
+    let client = match Client::connect_with(args.config, callbacks(news_tx, args.raw)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hydrogen-ws client: {e}");
@@ -201,23 +236,22 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         pacer: Pacer::new(0),
         awaited: 0,
         ended: None,
+        raw: args.raw,
+        listening: !args.subscribe.is_empty(),
+        line_no: 0,
     };
     // Without credentials the first command must be the user's system/auth: no probe.
     if authenticated {
         session.learn_rate();
     }
-    let lines = if args.subscribe.is_empty() {
-        match read_stdin() {
-            Ok(rx) => Some(rx),
-            Err(e) => {
-                eprintln!("hydrogen-ws client: cannot read stdin: {e}");
-                return ExitCode::from(1);
-            }
+    let lines = match read_stdin() {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("hydrogen-ws client: cannot read stdin: {e}");
+            return ExitCode::from(1);
         }
-    } else {
-        None
     };
-    session.run(lines);
+    session.run(Some(lines));
     if let Some(code) = session.ended {
         return exit_for_close(code);
     }
@@ -257,6 +291,12 @@ struct Session<'a> {
     awaited: usize,
     /// The close code, once the link ended for good.
     ended: Option<u16>,
+    /// `--raw`: lines are sent as they are.
+    raw: bool,
+    /// `--subscribe`: the end of input does not end the session.
+    listening: bool,
+    /// Lines of stdin read so far.
+    line_no: usize,
 }
 
 impl Session<'_> {
@@ -290,9 +330,8 @@ impl Session<'_> {
 
     /// Sends stdin's lines (paced) until end of input, then waits for the answers due; or
     /// prints events until interrupted. Ends early when the link ends for good.
-    fn run(&mut self, lines: Option<Receiver<String>>) {
+    fn run(&mut self, mut lines: Option<Receiver<String>>) {
         let never = crossbeam_channel::never();
-        let lines = lines.as_ref();
         let mut eof_at: Option<Instant> = None;
         while self.ended.is_none() {
             if eof_at.is_some_and(|t| self.awaited == 0 || t.elapsed() >= ANSWERS_WAIT) {
@@ -301,7 +340,7 @@ impl Session<'_> {
             // Take the next line only once the pace allows it; until then, or until the
             // answers are overdue after end of input, a timer wakes the loop.
             let pace = self.pacer.wait();
-            let (input, wake) = match (lines, eof_at) {
+            let (input, wake) = match (lines.as_ref(), eof_at) {
                 (Some(rx), None) if pace.is_zero() => (rx, None),
                 (Some(_), None) => (&never, Some(pace)),
                 (_, Some(t)) => (&never, Some(ANSWERS_WAIT.saturating_sub(t.elapsed()))),
@@ -313,6 +352,8 @@ impl Session<'_> {
                 recv(self.news) -> n => if let Ok(n) = n { self.note(n) },
                 recv(input) -> line => match line {
                     Ok(line) => self.send_line(line),
+                    // Subscribed: keep printing events after the end of input.
+                    Err(_) if self.listening => lines = None,
                     Err(_) => eof_at = Some(Instant::now()),
                 },
                 recv(self.deliveries) -> d => {
@@ -328,7 +369,17 @@ impl Session<'_> {
     }
 
     fn send_line(&mut self, line: String) {
+        self.line_no += 1;
         if line.trim().is_empty() {
+            return;
+        }
+        if !self.raw
+            && let Err(e) = serde_json::from_str::<serde_json::Value>(&line)
+        {
+            eprintln!(
+                "hydrogen-ws client: line {} is not JSON ({e}): not sent",
+                self.line_no
+            );
             return;
         }
         let answered = expects_answer(&line);

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hydrogen_ws::{Config, Error, Server};
@@ -25,6 +24,38 @@ Signals: SIGINT/SIGTERM/SIGHUP shut down gracefully (a second one skips the wait
 SIGUSR1 writes a thread dump to the log. RUST_LOG overrides the configured log level.
 Exit codes: 0 clean, 2 bad config or arguments, 3 no port could be bound, 4 TLS, 1 other.
 `hydrogen-ws client --help` describes the client.";
+
+/// The `hws-signals` thread: SIGINT, SIGTERM and SIGHUP ask for the shutdown (a second one
+/// skips the remaining waits), SIGUSR1 logs a thread dump; each is logged by name.
+fn install_signals(server: &Arc<Server>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+    let server = Arc::downgrade(server);
+    let mut shutdowns = 0usize;
+    std::thread::Builder::new()
+        .name("hws-signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            for signal in signals.forever() {
+                let Some(s) = server.upgrade() else { return };
+                let name = signal_hook::low_level::signal_name(signal).unwrap_or("signal");
+                if signal == SIGUSR1 {
+                    log::info!("{name}: thread dump");
+                    s.log_thread_dump();
+                    continue;
+                }
+                shutdowns += 1;
+                if shutdowns == 1 {
+                    log::info!("{name} received: shutting down (a second signal skips the waits)");
+                    s.request_shutdown();
+                } else {
+                    log::warn!("{name} received again: skipping the remaining waits");
+                    s.skip_shutdown_waits();
+                }
+            }
+        })?;
+    Ok(())
+}
 
 /// Extra time the main thread gives the shutdown beyond its own deadlines before exiting anyway.
 const SHUTDOWN_WATCHDOG_MARGIN: Duration = Duration::from_secs(2);
@@ -126,33 +157,9 @@ fn main() -> ExitCode {
         server.bound_addrs()
     );
 
-    let signals_seen = Arc::new(AtomicUsize::new(0));
-    let (s, seen) = (server.clone(), signals_seen.clone());
-    if let Err(e) = ctrlc::set_handler(move || {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            s.request_shutdown();
-        } else {
-            s.skip_shutdown_waits();
-        }
-    }) {
+    if let Err(e) = install_signals(&server) {
         log::error!("cannot install signal handlers: {e}");
         return ExitCode::from(1);
-    }
-    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1]) {
-        Ok(mut sigs) => {
-            let s = Arc::downgrade(&server);
-            let _ = std::thread::Builder::new()
-                .name("hws-signals".into())
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    for _ in sigs.forever() {
-                        if let Some(s) = s.upgrade() {
-                            s.log_thread_dump();
-                        }
-                    }
-                });
-        }
-        Err(e) => log::warn!("SIGUSR1 thread dumps unavailable: {e}"),
     }
 
     server.wait_for_shutdown_request(None);

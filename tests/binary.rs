@@ -513,4 +513,10 @@ fn info_logs_one_line_per_arrival_and_departure() {
         "{left}"
     );
     assert!(!left.contains(SECRET));
+    // The log says which signal started the shutdown.
+    signal(&s.child, libc::SIGTERM);
+    wait_line(&s.rx, &mut s.log, |l| {
+        l.contains("SIGTERM received: shutting down")
+    });
+    assert_eq!(s.child.wait().unwrap().code(), Some(0));
 }

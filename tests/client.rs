@@ -726,3 +726,86 @@ fn refused_reconnects_back_off_and_stop_at_max_attempts() {
     assert_eq!(proxy.accepted(), 6, "nothing after giving up");
     assert!(!client.is_connected());
 }
+
+#[test]
+fn cli_raw_frames_stdin_while_subscribed_and_one_report_per_bad_line() {
+    let server = start();
+    let bin = env!("CARGO_BIN_EXE_hydrogen-ws");
+    let mut cli = Command::new(bin)
+        .args([
+            "client",
+            &url(&server),
+            "--key",
+            OPERATOR_KEY,
+            "--raw",
+            "--subscribe",
+            "print",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(cli.stdout.take().unwrap()).lines();
+    let mut stdin = cli.stdin.take().unwrap();
+    // Subscribed, and stdin lines are still sent (as websocat does).
+    writeln!(
+        stdin,
+        r#"{{"type":"command","id":"raw-1","channel":"system","action":"ping"}}"#
+    )
+    .unwrap();
+    let pong = loop {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains("\"raw-1\"") {
+            break line;
+        }
+    };
+    // --raw: the frame as the server wrote it, its key order kept (type first).
+    assert!(
+        pong.starts_with(r#"{"type":"response","id":"raw-1","#),
+        "{pong}"
+    );
+    drop(stdin); // end of input: still subscribed, still printing
+    wait_for("the CLI subscribed", || {
+        server.status().events.subscriptions == 1
+    });
+    server
+        .publisher()
+        .publish("print", "progress", json!({"n": 7}))
+        .unwrap();
+    let event = loop {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains("\"progress\"") {
+            break line;
+        }
+    };
+    assert!(event.starts_with(r#"{"type":"event","seq":"#), "{event}");
+    let _ = cli.kill();
+    let _ = cli.wait();
+
+    // Not --raw: a line that is not JSON is reported once, on stderr, and not sent.
+    let mut cli = Command::new(bin)
+        .args(["client", &url(&server), "--key", OPERATOR_KEY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = cli.stdin.take().unwrap();
+    writeln!(stdin, "{{broken").unwrap();
+    writeln!(
+        stdin,
+        r#"{{"type":"command","id":"after","channel":"system","action":"ping"}}"#
+    )
+    .unwrap();
+    drop(stdin);
+    let out = cli.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("line 1 is not JSON").count(), 1, "{stderr}");
+    assert!(!stdout.contains("invalid_message"), "not sent: {stdout}");
+    assert!(stdout.contains("\"after\""), "{stdout}");
+}

@@ -45,6 +45,7 @@ pub struct DisconnectInfo {
 }
 
 type Slot<T> = Option<Box<dyn FnMut(&T) + Send>>;
+type TextSlot = Option<Box<dyn FnMut(&str) + Send>>;
 
 /// The callbacks of one client; set the ones you want, leave the rest.
 ///
@@ -59,6 +60,7 @@ type Slot<T> = Option<Box<dyn FnMut(&T) + Send>>;
 pub struct Callbacks {
     pub(crate) connect: Slot<ConnectInfo>,
     pub(crate) message: Slot<Value>,
+    pub(crate) text: TextSlot,
     pub(crate) error: Slot<Error>,
     pub(crate) disconnect: Slot<DisconnectInfo>,
     pub(crate) reconnect: Slot<ReconnectInfo>,
@@ -81,6 +83,13 @@ impl Callbacks {
     /// bookkeeping (its first ping, resume, re-subscribe) are not passed on.
     pub fn on_message(mut self, f: impl FnMut(&Value) + Send + 'static) -> Self {
         self.message = Some(Box::new(f));
+        self
+    }
+
+    /// The same messages as [`Callbacks::on_message`], as the text frame the server sent,
+    /// byte for byte (key order and number spelling kept), just before `on_message`.
+    pub fn on_text(mut self, f: impl FnMut(&str) + Send + 'static) -> Self {
+        self.text = Some(Box::new(f));
         self
     }
 

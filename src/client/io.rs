@@ -401,6 +401,9 @@ impl Io {
                 }
             }
         }
+        if let Some(f) = &mut self.callbacks.text {
+            f(text);
+        }
         callbacks::call(&mut self.callbacks.message, &msg);
     }
 

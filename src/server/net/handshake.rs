@@ -10,13 +10,14 @@
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::http::HeaderValue;
-use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{WebSocket, accept_hdr_with_config};
 
 use crate::server::context::ServerContext;
@@ -93,7 +94,13 @@ pub(crate) fn perform(
     }
     let admitted = match admit(ctx, conn, &head) {
         Ok(a) => a,
-        Err(r) => return refuse(stream, r),
+        Err(r) => match r.browser_close(head.protocols.is_empty()) {
+            Some(close) if head.from_browser => {
+                stream.replay = head_bytes;
+                return close_for_browser(ctx, conn, stream, &head, r, close, deadline);
+            }
+            _ => return refuse(stream, r),
+        },
     };
     stream.replay = head_bytes;
     match upgrade(ctx, conn, stream, admitted.protocol.clone(), deadline) {
@@ -180,6 +187,68 @@ fn read_request(
     };
     let head = request::parse_head(&bytes).map_err(|why| refusal::malformed(&why))?;
     Ok(Some((bytes, head)))
+}
+
+/// A refusal a browser could not read (it only shows close 1006 for an HTTP error): the
+/// upgrade is accepted and closed at once with `close` (4400 no subprotocol, 4401 refused
+/// credentials) and the refusal's message as the reason, which the page's close event
+/// shows. Counted and logged as the refusal; the connection ends in the refusal's state.
+fn close_for_browser(
+    ctx: &ServerContext,
+    conn: &ConnectionHandle,
+    stream: Transport,
+    head: &RequestHead,
+    r: Rejection,
+    (code, reason): (u16, String),
+    deadline: Instant,
+) -> Outcome {
+    refusal::count(&ctx.metrics, &ctx.limits, conn, &r);
+    log::info!(
+        "conn {} {}: handshake refused for a browser: close {code} ({reason})",
+        conn.id,
+        conn.peer
+    );
+    // A browser that offered our subprotocol fails the upgrade unless it is echoed.
+    let protocol = head
+        .protocols
+        .iter()
+        .find(|p| **p == ctx.config.protocol)
+        .cloned();
+    if let Some(mut ws) = upgrade(ctx, conn, stream, protocol, deadline) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let _ = ws.close(Some(frame));
+        await_close_reply(&mut ws, deadline.min(wake::after(BROWSER_CLOSE_WAIT)));
+    }
+    conn.set_state(refusal::end_state(&r), &ctx.metrics);
+    Outcome::Finished
+}
+
+/// How long a refused browser gets to answer our close frame.
+const BROWSER_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Flushes our close frame and reads until the client's reply (or `until`).
+fn await_close_reply(ws: &mut WebSocket<Transport>, until: Instant) {
+    let fd = ws.get_ref().raw_fd();
+    let interest = [Interest {
+        fd,
+        read: true,
+        write: true,
+    }];
+    let mut ready = Vec::with_capacity(1);
+    loop {
+        let _ = ws.flush();
+        match ws.read() {
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+        if Instant::now() >= until || wake::wait(&interest, Some(until), &mut ready).is_err() {
+            return;
+        }
+    }
 }
 
 /// `GET /health` without an upgrade: `200 {"status":"ok"}`.

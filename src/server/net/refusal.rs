@@ -58,11 +58,32 @@ impl Rejection {
         self.state = state;
         self
     }
+    /// The close code and reason a browser gets instead of this refusal, which it could not
+    /// read: 4400 for a request without the subprotocol (`offered_none`), 4401 for refused
+    /// credentials. `None`: the refusal stays an HTTP answer.
+    pub(crate) fn browser_close(&self, offered_none: bool) -> Option<(u16, String)> {
+        let code = match (self.code, self.status) {
+            ("invalid_protocol", _) if offered_none => 4400,
+            (_, 401) => 4401,
+            _ => return None,
+        };
+        Some((code, close_reason(&self.message)))
+    }
+
     /// Counts against the address's ViolationsBeforeBlock (failed authentication).
     pub(crate) fn violation(mut self) -> Self {
         self.violation = true;
         self
     }
+}
+
+/// `message` cut to what a close frame's reason holds (123 bytes), at a character boundary.
+fn close_reason(message: &str) -> String {
+    let mut end = message.len().min(123);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
 }
 
 /// 400 for a request head `httparse` refused (`why`).
@@ -86,10 +107,7 @@ pub(crate) fn reject(
     r: Rejection,
     deadline: Instant,
 ) {
-    metrics.count_rejection(r.code);
-    if r.violation {
-        limits.violation(conn.peer.ip());
-    }
+    count(metrics, limits, conn, &r);
     log::info!(
         "conn {} {}: handshake rejected: {} {} ({})",
         conn.id,
@@ -111,6 +129,19 @@ pub(crate) fn reject(
     );
     linger_and_close(&mut stream, deadline);
     conn.set_state(r.state, metrics);
+}
+
+/// Counts a refusal (and its violation of the address, when it is one).
+pub(crate) fn count(metrics: &Metrics, limits: &Limits, conn: &ConnectionHandle, r: &Rejection) {
+    metrics.count_rejection(r.code);
+    if r.violation {
+        limits.violation(conn.peer.ip());
+    }
+}
+
+/// The state a refused connection ends in.
+pub(crate) fn end_state(r: &Rejection) -> ConnState {
+    r.state
 }
 
 /// Writes a complete HTTP response (best effort until `deadline`).

@@ -18,6 +18,9 @@ pub(crate) struct RequestHead {
     pub(crate) protocols: Vec<String>,
     /// Every `Authorization` header (more than one is ambiguous and refused).
     pub(crate) authorization: Vec<String>,
+    /// The request carries an `Origin` header: a browser, which cannot read an HTTP
+    /// refusal's status or body (it only sees close 1006).
+    pub(crate) from_browser: bool,
     /// What is wrong with the upgrade itself (HTTP version, `Sec-WebSocket-Key`,
     /// `Sec-WebSocket-Version`), found before tungstenite sees it so the client gets an answer.
     pub(crate) upgrade_problem: Option<UpgradeProblem>,
@@ -140,6 +143,7 @@ pub(crate) fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
         is_upgrade,
         protocols,
         authorization: header("Authorization").map(text).collect(),
+        from_browser: header("Origin").next().is_some(),
         upgrade_problem,
         trailing_bytes: bytes.len() - head_len,
     })
