@@ -25,11 +25,21 @@ SIGUSR1 writes a thread dump to the log. RUST_LOG overrides the configured log l
 Exit codes: 0 clean, 2 bad config or arguments, 3 no port could be bound, 4 TLS, 1 other.
 `hydrogen-ws client --help` describes the client.";
 
+/// SIGINT, SIGTERM, SIGHUP and SIGUSR1, caught from now on (before the server binds, so a
+/// signal that comes as soon as the "listening on" line is out is not the default death);
+/// [`handle_signals`] acts on them.
+fn catch_signals() -> std::io::Result<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
+}
+
 /// The `hws-signals` thread: SIGINT, SIGTERM and SIGHUP ask for the shutdown (a second one
 /// skips the remaining waits), SIGUSR1 logs a thread dump; each is logged by name.
-fn install_signals(server: &Arc<Server>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+fn handle_signals(
+    mut signals: signal_hook::iterator::Signals,
+    server: &Arc<Server>,
+) -> std::io::Result<()> {
+    use signal_hook::consts::SIGUSR1;
     let server = Arc::downgrade(server);
     let mut shutdowns = 0usize;
     std::thread::Builder::new()
@@ -147,6 +157,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let (close_wait, join_wait) = (config.close_wait, config.join_timeout);
+    let signals = match catch_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let server = match Server::start(config) {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(&e),
@@ -157,8 +174,8 @@ fn main() -> ExitCode {
         server.bound_addrs()
     );
 
-    if let Err(e) = install_signals(&server) {
-        log::error!("cannot install signal handlers: {e}");
+    if let Err(e) = handle_signals(signals, &server) {
+        log::error!("cannot start the signal thread: {e}");
         return ExitCode::from(1);
     }
 
