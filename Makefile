@@ -72,8 +72,8 @@ autobahn: build
 
 # valgrind memcheck over every test binary of the release integration suite, then on the
 # release server under the soak driver (tests/valgrind/run.sh).
-memcheck: build $(VENV)/.installed
-	HWS_PYTHON=$(VENV_PY) bash tests/valgrind/run.sh
+memcheck: build $(VENV)/.installed $(WEBSOCAT) $(NODE_DIR)/node_modules/.installed
+	HWS_PYTHON=$(VENV_PY) HWS_WEBSOCAT=$(abspath $(WEBSOCAT)) HWS_BROWSERS=1 bash tests/valgrind/run.sh
 
 # Soak: SOAK_SECONDS (600) of churn at SOAK_CLIENTS (500); prints the figures, fails on a lost
 # reliable event, RSS growth over 10 % after warm-up, or threads/descriptors not back at rest.

@@ -92,7 +92,11 @@ fn hydrogens_status_test_with_websocat_itself() {
     // The test as Hydrogen runs it, through bash, websocat and jq. `make test` installs
     // websocat (HWS_WEBSOCAT); elsewhere it is looked up on PATH.
     let websocat = std::env::var("HWS_WEBSOCAT").unwrap_or_else(|_| "websocat".into());
-    if Command::new(&websocat).arg("--version").output().is_err() {
+    let runs = Command::new(&websocat)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !runs {
         let _ = writeln!(
             std::io::stderr(),
             "SKIPPED hydrogens_status_test_with_websocat_itself: no websocat (make test installs it)"
