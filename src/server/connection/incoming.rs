@@ -78,9 +78,12 @@ impl Connection {
     /// The client's first envelope message: it gets its welcome now, right before the
     /// answer, and LegacyStatusPush stops.
     fn spoke_envelope(&mut self) {
-        self.shared
-            .spoke_envelope
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        // Once: a store per message would keep dirtying the handle's cache line, which
+        // publishers on other threads read.
+        if !self.shared.spoke_envelope.load(Relaxed) {
+            self.shared.spoke_envelope.store(true, Relaxed);
+        }
         if let Some(welcome) = self.welcome.take() {
             self.send(welcome);
         }

@@ -206,17 +206,11 @@ impl EventBus {
             if let Some(conn) = st.attached.clone() {
                 let delivered =
                     direct::write_event(&conn, seq, &body, metrics, cork.as_deref_mut());
-                if !matches!(delivered, Direct::Written) {
-                    self.queue_to(
-                        &session,
-                        &mut st,
-                        &conn,
-                        seq,
-                        &body,
-                        config.outbound_queue_limit,
-                    );
-                } else {
+                if let Direct::Written = delivered {
                     self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let limit = config.outbound_queue_limit;
+                    self.queue_to(&session, &mut st, &conn, seq, &body, limit);
                 }
             }
         }

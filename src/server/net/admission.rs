@@ -55,13 +55,17 @@ fn address_allowed(ctx: &ServerContext, ip: std::net::IpAddr) -> Result<(), Reje
     Ok(())
 }
 
-/// Our subprotocol when the client offers it; 400 when it does not and RequireProtocol.
-fn subprotocol(config: &Config, head: &RequestHead) -> Result<Option<String>, Rejection> {
-    let protocol = head
-        .protocols
+/// Our subprotocol, when the request offers it (the upgrade must then echo it).
+pub(super) fn offered_protocol(config: &Config, head: &RequestHead) -> Option<String> {
+    head.protocols
         .iter()
         .find(|p| **p == config.protocol)
-        .cloned();
+        .cloned()
+}
+
+/// Our subprotocol when the client offers it; 400 when it does not and RequireProtocol.
+fn subprotocol(config: &Config, head: &RequestHead) -> Result<Option<String>, Rejection> {
+    let protocol = offered_protocol(config, head);
     if protocol.is_some() || !config.require_protocol {
         return Ok(protocol);
     }

@@ -21,7 +21,7 @@ use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{WebSocket, accept_hdr_with_config};
 
 use crate::server::context::ServerContext;
-use crate::server::net::admission::{admit, release_slot};
+use crate::server::net::admission::{admit, offered_protocol, release_slot};
 use crate::server::net::refusal::{self, Rejection};
 use crate::server::net::request::{self, RequestHead};
 use crate::server::net::stream::Transport;
@@ -209,11 +209,7 @@ fn close_for_browser(
         conn.peer
     );
     // A browser that offered our subprotocol fails the upgrade unless it is echoed.
-    let protocol = head
-        .protocols
-        .iter()
-        .find(|p| **p == ctx.config.protocol)
-        .cloned();
+    let protocol = offered_protocol(&ctx.config, head);
     if let Some(mut ws) = upgrade(ctx, conn, stream, protocol, deadline) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -222,7 +218,7 @@ fn close_for_browser(
         let _ = ws.close(Some(frame));
         await_close_reply(&mut ws, deadline.min(wake::after(BROWSER_CLOSE_WAIT)));
     }
-    conn.set_state(refusal::end_state(&r), &ctx.metrics);
+    conn.set_state(r.end_state(), &ctx.metrics);
     Outcome::Finished
 }
 

@@ -70,6 +70,11 @@ impl Rejection {
         Some((code, close_reason(&self.message)))
     }
 
+    /// The state the refused connection ends in.
+    pub(crate) fn end_state(&self) -> ConnState {
+        self.state
+    }
+
     /// Counts against the address's ViolationsBeforeBlock (failed authentication).
     pub(crate) fn violation(mut self) -> Self {
         self.violation = true;
@@ -137,11 +142,6 @@ pub(crate) fn count(metrics: &Metrics, limits: &Limits, conn: &ConnectionHandle,
     if r.violation {
         limits.violation(conn.peer.ip());
     }
-}
-
-/// The state a refused connection ends in.
-pub(crate) fn end_state(r: &Rejection) -> ConnState {
-    r.state
 }
 
 /// Writes a complete HTTP response (best effort until `deadline`).
