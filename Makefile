@@ -6,10 +6,13 @@ CARGO   ?= cargo
 PYTHON  ?= python3
 VENV    := .venv
 VENV_PY := $(abspath $(VENV))/bin/python
-BIN     := target/release/hydrogen-ws
+# TARGET=<rust target triple>: cross-built (make cross); the binary install copies.
+TARGET  ?=
+BIN     := target/$(if $(TARGET),$(TARGET)/)release/hydrogen-ws
 KEYFILE := .hydrogen-api-key
 
-.PHONY: all build run test lint bench hardening autobahn memcheck fuzz soak clean
+.PHONY: all build run test lint features bench hardening autobahn memcheck fuzz soak clean \
+        cross cross-check install
 
 all: build
 
@@ -30,10 +33,11 @@ run: build
 	@if [ -z "$$HYDROGEN_API_KEY" ]; then HYDROGEN_API_KEY=$$(cat $(KEYFILE)) exec ./$(BIN) --config config.json; \
 	  else exec ./$(BIN) --config config.json; fi
 
-# The Python client used by the tests (a client that is not ours).
-$(VENV)/.installed:
+# The Python packages the tests use (clients that are not ours, a Prometheus parser).
+# websockets >= 14 for additional_headers (README); prometheus-client's parser reads /metrics.
+$(VENV)/.installed: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV_PY) -m pip install --quiet --disable-pip-version-check "websockets>=14,<16"  # additional_headers (README) needs 14
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
 # websocat (Hydrogen's own status test runs it as written): built once into .tools/.
@@ -55,10 +59,17 @@ test: $(VENV)/.installed $(WEBSOCAT) $(NODE_DIR)/node_modules/.installed
 
 # .ci/layers.py: no import cycle between files, no function over 80 lines, unsafe only
 # with a SAFETY note and #![forbid(unsafe_code)] wherever there is none (issue #13).
-lint:
+lint: features
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(PYTHON) .ci/layers.py
+
+# Every feature set a board may build (issue #15): lint-clean, and the minimal one's tests
+# that are about what it leaves out (tests/binary.rs, tests/client.rs).
+features:
+	for f in "--no-default-features" "--no-default-features --features tls" "--no-default-features --features jwt"; do \
+	  $(CARGO) clippy --all-targets $$f -- -D warnings || exit 1; done
+	$(CARGO) test --no-default-features --test binary --test client
 
 # The fan-out rows run the baseline server of examples/fanout_baseline.rs beside ours.
 bench: build
@@ -100,6 +111,51 @@ fuzz:
 	  grep -E "^(Done|SUMMARY|INFO: Running)|harness" target/fuzz/$$t.log; \
 	  test $$status -eq 0 || { tail -60 target/fuzz/$$t.log; echo "fuzz: $$t FAILED"; exit 1; }; \
 	done; echo "fuzz: every target ran clean"
+
+# Board builds (README, "On a board"): `make cross TARGET=aarch64-unknown-linux-gnu` (or
+# armv7-unknown-linux-gnueabihf); CARGO_FLAGS=--no-default-features for the minimal build.
+# Installs the Rust target and Debian's cross gcc (the linker, .cargo/config.toml) if missing.
+CARGO_FLAGS ?=
+CROSS_GCC_aarch64-unknown-linux-gnu      := aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
+CROSS_GCC_armv7-unknown-linux-gnueabihf  := arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf
+cross:
+	@test -n "$(CROSS_GCC_$(TARGET))" || { echo "make cross TARGET=aarch64-unknown-linux-gnu or TARGET=armv7-unknown-linux-gnueabihf"; exit 2; }
+	rustup target add $(TARGET)
+	@gcc='$(CROSS_GCC_$(TARGET))'; command -v $${gcc%%:*} >/dev/null || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $${gcc##*:})
+	$(CARGO) build --release --target $(TARGET) $(CARGO_FLAGS)
+	@ls -l $(BIN)
+
+# Builds for aarch64 and runs the result under qemu-aarch64 (with the arm64 C library from
+# Debian's multiarch), answering system/ping from the Python client. Not part of make test.
+cross-check: $(VENV)/.installed
+	$(MAKE) cross TARGET=aarch64-unknown-linux-gnu
+	@command -v qemu-aarch64 >/dev/null && test -e /lib/ld-linux-aarch64.so.1 || \
+	  (dpkg --add-architecture arm64 && apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y qemu-user libc6:arm64)
+	$(VENV_PY) tests/cross/check.py target/aarch64-unknown-linux-gnu/release/hydrogen-ws qemu-aarch64 -L /
+
+# Installs the binary, /etc/hydrogen-ws/{config.json,env} (never over the ones there) and
+# the systemd unit and sysusers.d file; DESTDIR for staging, TARGET for a cross-built binary.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR     := $(PREFIX)/bin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+install:
+	@test -x $(BIN) || { echo "no $(BIN): build it first (make build, or make cross TARGET=...)"; exit 2; }
+	install -D -m 755 $(BIN) $(DESTDIR)$(BINDIR)/hydrogen-ws
+	install -d -m 755 $(DESTDIR)$(SYSCONFDIR)/hydrogen-ws
+	test -e $(DESTDIR)$(SYSCONFDIR)/hydrogen-ws/config.json || \
+	  install -m 644 config.json $(DESTDIR)$(SYSCONFDIR)/hydrogen-ws/config.json
+	test -e $(DESTDIR)$(SYSCONFDIR)/hydrogen-ws/env || \
+	  install -m 600 deploy/env.example $(DESTDIR)$(SYSCONFDIR)/hydrogen-ws/env
+	install -d -m 755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(PREFIX)/share/doc/hydrogen-ws
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(PREFIX)/share/doc/hydrogen-ws|g' \
+	  deploy/hydrogen-ws.service > $(DESTDIR)$(UNITDIR)/hydrogen-ws.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/hydrogen-ws.service
+	install -m 644 deploy/hydrogen-ws.sysusers $(DESTDIR)$(SYSUSERSDIR)/hydrogen-ws.conf
+	install -m 644 README.md docs/protocol.md docs/behaviour.md $(DESTDIR)$(PREFIX)/share/doc/hydrogen-ws/
+	@echo "installed under $(DESTDIR)$(PREFIX) and $(DESTDIR)$(SYSCONFDIR)/hydrogen-ws; next: set HYDROGEN_API_KEY in $(SYSCONFDIR)/hydrogen-ws/env, systemd-sysusers, systemctl enable --now hydrogen-ws"
 
 clean:
 	$(CARGO) clean

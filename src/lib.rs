@@ -60,6 +60,7 @@ mod json_keys;
 mod message;
 mod secret;
 mod server;
+#[cfg(feature = "tls")]
 mod tls_io;
 mod wake;
 

@@ -164,7 +164,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let server = match Server::start(config) {
+    let server = match Server::builder(config).notify_service_manager(true).start() {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(&e),
     };

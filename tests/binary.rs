@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use std::io::Read;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::process::{self, ServerProcess, Started, temp_config, wait_line};
 use support::*;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -153,6 +153,7 @@ fn no_free_port_exits_3() {
 }
 
 #[test]
+#[cfg(feature = "tls")]
 fn unusable_tls_material_exits_4() {
     let cfg = temp_config(
         r#"{"WebSocketServer":{"Port":0,"Interface":"127.0.0.1","SecureMode":"tls",
@@ -167,12 +168,49 @@ fn unusable_tls_material_exits_4() {
     assert!(err.contains("WebSocketServer.CertificatePath"), "{err}");
 }
 
+/// A board's minimal build (`--no-default-features`) refuses what it cannot do, naming the
+/// setting and the feature, before it binds anything (exit 2).
+#[test]
+#[cfg(not(all(feature = "tls", feature = "jwt")))]
+fn a_build_without_a_feature_refuses_its_settings() {
+    let refused = [
+        (
+            !cfg!(feature = "tls"),
+            r#""SecureMode":"tls","CertificatePath":"/c","KeyPath":"/k""#,
+            "SecureMode",
+            "tls",
+        ),
+        (
+            !cfg!(feature = "jwt"),
+            r#""Jwt":{"PublicKeyPath":"/p"}"#,
+            "Jwt",
+            "jwt",
+        ),
+        (
+            !cfg!(feature = "jwt"),
+            r#""SessionTokens":{"PrivateKeyPath":"/p"}"#,
+            "SessionTokens",
+            "jwt",
+        ),
+    ];
+    for (_, setting, key, feature) in refused.iter().filter(|r| r.0) {
+        let cfg = temp_config(&format!(
+            r#"{{"WebSocketServer":{{"Port":0,"Interface":"127.0.0.1",{setting}}}}}"#
+        ));
+        let (code, _, err) = run(&["--config", cfg.to_str().unwrap()], Some(SECRET));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(&format!("WebSocketServer.{key}")), "{err}");
+        assert!(err.contains(&format!("`{feature}` feature")), "{err}");
+    }
+}
+
 fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
 
 #[test]
+#[cfg(feature = "jwt")]
 fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
     // Bearer JWTs (ES256) and server-issued session tokens are on too, so the log check covers
     // tokens as well as keys. RUST_LOG=trace, the most a user can ask for (issue #11 §5:
@@ -247,13 +285,13 @@ fn serves_until_sigterm_dumps_threads_on_sigusr1_and_never_logs_secrets() {
 
     signal(&child, libc::SIGTERM);
     assert_eq!(expect_close(&mut ws).unwrap().code, CloseCode::Away);
-    let deadline = Instant::now() + WAIT;
+    let deadline = std::time::Instant::now() + WAIT;
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
         assert!(
-            Instant::now() < deadline,
+            std::time::Instant::now() < deadline,
             "binary did not exit after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(10));

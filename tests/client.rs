@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, unbounded};
 use hydrogen_ws::client::{
     Callbacks, Client, ClientConfig, Credentials, Delivery, DisconnectInfo, GapReason,
-    ReconnectInfo, Subscription, TlsRoots,
+    ReconnectInfo, Subscription,
 };
 use hydrogen_ws::{Error, ErrorCode, Event, Server};
 use serde_json::{Value, json};
@@ -552,8 +552,20 @@ fn run_scopes_the_connection_and_callbacks_cannot_deadlock() {
     slot.lock().take();
 }
 
+/// Without the `tls` feature a wss:// URL is refused when the client is made.
 #[test]
+#[cfg(not(feature = "tls"))]
+fn wss_needs_the_tls_feature() {
+    match Client::connect(config("wss://localhost:1/", VIEWER_KEY)) {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("`tls` feature"), "{why}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
+#[cfg(feature = "tls")]
 fn tls_client_against_the_tls_server() {
+    use hydrogen_ws::client::TlsRoots;
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = std::env::temp_dir();
     let cert = dir.join(format!("hws-client-tls-{}-cert.pem", std::process::id()));

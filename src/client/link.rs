@@ -6,12 +6,9 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tungstenite::WebSocket;
 use tungstenite::client::IntoClientRequest;
@@ -19,8 +16,10 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 
-use super::config::{ClientConfig, Credentials, TlsRoots};
+use super::config::{ClientConfig, Credentials};
+use super::tls::{self, ClientTls};
 use crate::error::{Error, Timeout};
+#[cfg(feature = "tls")]
 use crate::tls_io;
 use crate::wake::{self, Interest};
 
@@ -33,10 +32,19 @@ const RESOLVER_STACK_BYTES: usize = 128 * 1024;
 #[derive(Debug)]
 pub(crate) struct LinkStream {
     tcp: TcpStream,
+    #[cfg(feature = "tls")]
     tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl LinkStream {
+    fn plain(tcp: TcpStream) -> LinkStream {
+        LinkStream {
+            tcp,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.tcp.as_raw_fd()
     }
@@ -49,25 +57,28 @@ impl LinkStream {
 
 impl Read for LinkStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.tls {
-            Some(conn) => tls_io::read(conn, &self.tcp, buf),
-            None => (&self.tcp).read(buf),
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            return tls_io::read(conn, &self.tcp, buf);
         }
+        (&self.tcp).read(buf)
     }
 }
 
 impl Write for LinkStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.tls {
-            Some(conn) => tls_io::write(conn, &self.tcp, buf),
-            None => (&self.tcp).write(buf),
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            return tls_io::write(conn, &self.tcp, buf);
         }
+        (&self.tcp).write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.tls {
-            Some(conn) => tls_io::write_pending(conn, &self.tcp),
-            None => (&self.tcp).flush(),
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            return tls_io::write_pending(conn, &self.tcp);
         }
+        (&self.tcp).flush()
     }
 }
 
@@ -78,7 +89,7 @@ pub(crate) struct Dialer {
     url: String,
     host: String,
     port: u16,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<ClientTls>,
     protocol: Option<String>,
     connect_timeout: Duration,
     handshake_timeout: Duration,
@@ -113,7 +124,7 @@ impl Dialer {
             .to_owned();
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tls = if secure {
-            Some(tls_config(&config.tls_roots)?)
+            Some(tls::client_config(&config.tls_roots)?)
         } else {
             None
         };
@@ -136,17 +147,35 @@ impl Dialer {
         tcp.set_nonblocking(true)
             .map_err(|e| self.connect_error(e))?;
         let _ = tcp.set_nodelay(true);
-        let mut stream = LinkStream { tcp, tls: None };
-        if let Some(config) = &self.tls {
-            let name = ServerName::try_from(self.host.clone())
-                .map_err(|e| Error::InvalidArgument(format!("bad host {:?}: {e}", self.host)))?;
-            let mut conn = rustls::ClientConnection::new(config.clone(), name)
-                .map_err(|e| self.handshake_error(format!("TLS: {e}")))?;
-            tls_io::handshake(&mut conn, &stream.tcp, deadline)
-                .map_err(|why| self.handshake_error(why))?;
-            stream.tls = Some(Box::new(conn));
-        }
+        let stream = match &self.tls {
+            Some(config) => self.secure(config, tcp, deadline)?,
+            None => LinkStream::plain(tcp),
+        };
         self.upgrade(stream, credentials, deadline)
+    }
+
+    /// The TLS handshake over `tcp`, verifying the server's name against the host.
+    #[cfg(feature = "tls")]
+    fn secure(
+        &self,
+        config: &ClientTls,
+        tcp: TcpStream,
+        deadline: Instant,
+    ) -> Result<LinkStream, Error> {
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| Error::InvalidArgument(format!("bad host {:?}: {e}", self.host)))?;
+        let mut conn = rustls::ClientConnection::new(config.clone(), name)
+            .map_err(|e| self.handshake_error(format!("TLS: {e}")))?;
+        tls_io::handshake(&mut conn, &tcp, deadline).map_err(|why| self.handshake_error(why))?;
+        Ok(LinkStream {
+            tcp,
+            tls: Some(Box::new(conn)),
+        })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn secure(&self, config: &ClientTls, _: TcpStream, _: Instant) -> Result<LinkStream, Error> {
+        match *config {}
     }
 
     fn connect_tcp(&self) -> Result<TcpStream, Error> {
@@ -291,56 +320,6 @@ impl Dialer {
             other => self.handshake_error(other.to_string()),
         }
     }
-}
-
-fn tls_config(roots: &TlsRoots) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let mut store = rustls::RootCertStore::empty();
-    match roots {
-        TlsRoots::System => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = store.add(cert);
-            }
-            if store.is_empty() {
-                return Err(Error::Tls {
-                    path: "system certificate store".into(),
-                    message: format!(
-                        "no usable CA certificate ({} errors); install ca-certificates or set \
-                         tls_roots to a CA file",
-                        found.errors.len()
-                    ),
-                });
-            }
-        }
-        TlsRoots::CaFile(path) => {
-            let tls_error = |message: String| Error::Tls {
-                path: path.display().to_string(),
-                message,
-            };
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| tls_error(format!("cannot read CA certificates: {e}")))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| tls_error(format!("not a PEM certificate file: {e}")))?;
-            for cert in certs {
-                store
-                    .add(cert)
-                    .map_err(|e| tls_error(format!("unusable CA certificate: {e}")))?;
-            }
-            if store.is_empty() {
-                return Err(tls_error("no CERTIFICATE block found".into()));
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls {
-            path: "rustls".into(),
-            message: e.to_string(),
-        })?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// Whether a failed attempt is worth repeating: refusals that only a change of configuration

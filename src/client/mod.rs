@@ -36,6 +36,7 @@ mod link;
 mod reconnect;
 mod shared;
 mod subscription;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

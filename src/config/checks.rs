@@ -33,6 +33,7 @@ impl Config {
                  `Authorization: Key <key>`), or list keys under WebSocketServer.Keys",
             ));
         }
+        self.check_features()?;
         if self.tls {
             for (key, path) in [
                 ("CertificatePath", &self.certificate_path),
@@ -61,6 +62,30 @@ impl Config {
                 "WebSocketServer.Interface",
                 "an IPv4 interface with EnableIPv4=false",
             ));
+        }
+        Ok(())
+    }
+
+    /// Settings this build cannot honour: TLS without the `tls` feature, Bearer tokens without
+    /// `jwt` (a board's minimal build, README "On a board").
+    fn check_features(&self) -> Result<(), Error> {
+        let missing = |key: &str, feature: &str| {
+            Error::config(
+                format!("WebSocketServer.{key}"),
+                format!(
+                    "this hydrogen-ws was built without the `{feature}` feature; build it with \
+                     `--features {feature}` (a default build has it) or remove the setting"
+                ),
+            )
+        };
+        if self.tls && !cfg!(feature = "tls") {
+            return Err(missing("SecureMode", "tls"));
+        }
+        if self.jwt.is_some() && !cfg!(feature = "jwt") {
+            return Err(missing("Jwt", "jwt"));
+        }
+        if self.session_tokens.is_some() && !cfg!(feature = "jwt") {
+            return Err(missing("SessionTokens", "jwt"));
         }
         Ok(())
     }

@@ -148,6 +148,25 @@ settings_table! {
             "ShutdownTimeouts.JoinMs" => Kind::Millis(0, 3_600_000);
         /// `LogLevel` ("info"), or the top-level `Logging.Level`.
         log_level: String = "info".into(), "LogLevel" => Kind::Level;
+        /// `Metrics`: `GET /metrics`, Prometheus text (docs/behaviour.md, "Metrics").
+        metrics: MetricsConfig = MetricsConfig::default(), "Metrics" => Kind::Section;
+        /// `StatusPage` (true): `GET /` from a browser answers the built-in live status page
+        /// (it logs in with a key over the WebSocket, like any client).
+        status_page: bool = true, "StatusPage" => Kind::Flag;
+    }
+}
+
+settings_table! {
+    /// The `Metrics` section: `GET /metrics` in Prometheus's text format.
+    #[derive(Debug, Clone)]
+    #[non_exhaustive]
+    pub struct MetricsConfig {
+        /// `Enabled` (true): false answers `/metrics` like any other non-upgrade path (426).
+        enabled: bool = true, "Enabled" => Kind::Flag;
+        /// `AllowUnauthenticated` (false): true serves `/metrics` without a credential;
+        /// otherwise a key or token of any role is needed (`Authorization: Key ...` or
+        /// `Bearer ...`, which Prometheus's `authorization` block sends, or `?key=`).
+        allow_unauthenticated: bool = false, "AllowUnauthenticated" => Kind::Flag;
     }
 }
 
@@ -214,6 +233,16 @@ fn read_nested<T: Default>(
 impl SettingValue for RateLimitConfig {
     fn parse(given: Given, _: &Kind, report: &mut LoadReport) -> Result<Self, Error> {
         read_nested(given, report, RateLimitConfig::read_rows)
+    }
+
+    fn show(&self, _: &Kind) -> serde_json::Value {
+        serde_json::Value::Object(self.show_rows())
+    }
+}
+
+impl SettingValue for MetricsConfig {
+    fn parse(given: Given, _: &Kind, report: &mut LoadReport) -> Result<Self, Error> {
+        read_nested(given, report, MetricsConfig::read_rows)
     }
 
     fn show(&self, _: &Kind) -> serde_json::Value {

@@ -17,10 +17,12 @@ use crate::server::dispatch::handlers::Dispatcher;
 use crate::server::dispatch::services::Services;
 use crate::server::events::bus::EventBus;
 use crate::server::events::direct::Flusher;
+use crate::server::net::tls::TlsConfig;
 use crate::server::registry::Registry;
 use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::metrics::Metrics;
 use crate::server::runtime::sampler::ProcessSampler;
+use crate::server::runtime::service_manager::ServiceManager;
 use crate::server::runtime::signal::ShutdownSignal;
 use crate::server::runtime::threads::ThreadRegistry;
 use crate::server::security::auth::Authenticator;
@@ -56,8 +58,10 @@ pub(crate) struct ServerContext {
     /// The `hws-flush` thread's queue: `Publisher` writes to flush.
     pub flusher: Flusher,
     pub sampler: ProcessSampler,
+    /// systemd's notify socket, when the server was asked to use it.
+    pub service_manager: ServiceManager,
     /// TLS settings when SecureMode is "tls".
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<TlsConfig>,
     pub started: SystemTime,
     pub started_at: Instant,
     next_connection_id: AtomicU64,
@@ -66,7 +70,7 @@ pub(crate) struct ServerContext {
 impl ServerContext {
     pub(crate) fn new(
         config: Config,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<TlsConfig>,
         jwt: Option<JwtVerifier>,
         session_tokens: Option<SessionTokens>,
         listeners: Vec<TcpListener>,
@@ -78,6 +82,7 @@ impl ServerContext {
             session_tokens,
         );
         let shutdown = Arc::new(ShutdownSignal::new()?);
+        let metrics = Metrics::default();
         Ok(ServerContext {
             auth,
             connections: Mutex::new(Registry::default()),
@@ -88,16 +93,17 @@ impl ServerContext {
                     .collect(),
                 listeners,
             }),
-            metrics: Metrics::default(),
+            dispatch: Arc::new(Dispatcher::new(metrics.command_duration.clone())),
+            metrics,
             threads: Arc::new(ThreadRegistry::new(shutdown.clone())),
             shutdown,
-            dispatch: Arc::new(Dispatcher::new()),
             signed: SignedCommands::new(config.sensitive_actions.clone()),
             flusher: Flusher::default(),
             events: EventBus::default(),
             services: Services::new(config.outbound_queue_limit),
             limits: Limits::new(config.rate_limit.clone()),
             sampler: ProcessSampler::new(),
+            service_manager: ServiceManager::disabled(),
             tls,
             started: SystemTime::now(),
             started_at: Instant::now(),
@@ -125,6 +131,9 @@ impl ServerContext {
     pub(crate) fn request_shutdown(&self) -> bool {
         let first = self.shutdown.request(self.live_connections());
         self.flusher.stop();
+        if first {
+            self.service_manager.stopping();
+        }
         first
     }
 

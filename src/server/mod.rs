@@ -5,6 +5,7 @@ mod connection;
 pub(crate) mod context;
 mod dispatch;
 mod events;
+mod exposition;
 mod net;
 mod publisher;
 mod registry;
@@ -36,6 +37,7 @@ use crate::error::Error;
 use context::ServerContext;
 use dispatch::handlers::HandlerFn;
 use net::{listener, tls};
+use runtime::service_manager::ServiceManager;
 use runtime::threads::ThreadRole;
 use security::{jwt, session_tokens};
 
@@ -62,6 +64,7 @@ pub struct Server {
 pub struct ServerBuilder {
     config: Config,
     handlers: Vec<(String, Arc<HandlerFn>)>,
+    notify_service_manager: bool,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -85,12 +88,24 @@ impl ServerBuilder {
         self
     }
 
+    /// With `true`, the server speaks systemd's notify protocol when `NOTIFY_SOCKET` is set
+    /// (the `hydrogen-ws` binary asks for it; default off, for applications that notify
+    /// systemd themselves): `READY=1` once it listens, `WATCHDOG=1` every half
+    /// `WATCHDOG_USEC` while its accept and status threads answer, `STOPPING=1` when
+    /// shutdown starts.
+    pub fn notify_service_manager(mut self, on: bool) -> Self {
+        self.notify_service_manager = on;
+        self
+    }
+
     /// Starts the server with the handlers given so far: as [`Server::start`].
     pub fn start(self) -> Result<Server, Error> {
         for (channel, _) in &self.handlers {
             check_channel(channel)?;
         }
-        let ctx = Arc::new(prepare(self.config)?);
+        let mut ctx = prepare(self.config)?;
+        ctx.service_manager = ServiceManager::from_env(self.notify_service_manager);
+        let ctx = Arc::new(ctx);
         for (channel, handler) in self.handlers {
             ctx.dispatch.register(&channel, handler);
             log::info!("handler registered for channel {channel}");
@@ -100,6 +115,7 @@ impl ServerBuilder {
             report: Mutex::new(None),
         };
         server.start_threads()?;
+        server.ctx.service_manager.ready(&server.bound_addrs());
         Ok(server)
     }
 }
@@ -166,6 +182,7 @@ impl Server {
         ServerBuilder {
             config,
             handlers: Vec::new(),
+            notify_service_manager: false,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::server::events::event::unsequenced_event;
 use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::state::ConnState;
 use crate::server::runtime::sampler::uname;
-use crate::server::runtime::threads::{Activity, ThreadTag};
+use crate::server::runtime::threads::{Activity, ThreadRole, ThreadTag};
 use crate::server::status_types::{ProcessStatus, Status};
 
 /// The status object (docs/protocol.md §3) with extra fields: bound port, connections by state,
@@ -139,12 +139,17 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
     let resume = ctx.config.delivery.session_resume;
     let mut next_status = interval.map(|i| Instant::now() + i);
     let mut next_expiry: Option<Instant> = None;
+    let watchdog = ctx.service_manager.watchdog_period();
+    let mut next_ping = watchdog.map(|_| Instant::now());
     while !ctx.shutdown.is_requested() {
         tag.set(Activity::Waiting, ctx.uptime_ms());
         // Sessions detach at any time; look at least once per resume window.
         let sweep =
             next_expiry.unwrap_or_else(|| Instant::now() + resume.max(Duration::from_secs(1)));
-        let wake_at = next_status.map_or(sweep, |s| s.min(sweep));
+        let wake_at = [next_status, next_ping]
+            .into_iter()
+            .flatten()
+            .fold(sweep, Instant::min);
         ctx.shutdown
             .wait_until(wake_at, false, || ctx.shutdown.is_requested());
         if ctx.shutdown.is_requested() {
@@ -159,7 +164,26 @@ pub(crate) fn status_loop(ctx: Arc<ServerContext>, tag: Arc<ThreadTag>) {
             next_status = Some(due + i).filter(|n| *n > now).or(Some(now + i));
         }
         next_expiry = housekeeping(&ctx);
+        if let (Some(due), Some(period)) = (next_ping, watchdog)
+            && now >= due
+        {
+            ping_watchdog(&ctx);
+            next_ping = Some(now + period);
+        }
     }
+}
+
+/// `WATCHDOG=1`, unless the accept thread has been busy (not back in `poll`) for a whole
+/// watchdog timeout. This thread sends it, so a stuck status thread sends nothing either.
+fn ping_watchdog(ctx: &ServerContext) {
+    let within = ctx
+        .service_manager
+        .watchdog_timeout()
+        .map_or(u64::MAX, |t| t.as_millis() as u64);
+    let answer = ctx
+        .threads
+        .responsive(ThreadRole::Accept, ctx.uptime_ms(), within);
+    ctx.service_manager.watchdog(answer);
 }
 
 /// Offers the status event to every connection subscribed to `system/status` (coalesced: a

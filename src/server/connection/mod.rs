@@ -26,6 +26,7 @@ use crate::server::net::admission;
 use crate::server::net::handshake::{self, Outcome};
 use crate::server::net::stream::Transport;
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
+use crate::server::registry::histogram::LocalHistogram;
 use crate::server::registry::state::ConnState;
 use crate::server::runtime::threads::{self, ThreadRole};
 use crate::server::security::identity::Identity;
@@ -211,6 +212,9 @@ struct Connection {
     /// Events a resume replays, written (with `redelivered`) before anything else queued,
     /// as fast as the client takes them.
     replay: VecDeque<(u64, Arc<EventBody>)>,
+    /// Publish-to-write latencies of the events written since the last flush (merged into
+    /// the server's histogram then).
+    latency: LocalHistogram,
     /// This connection's message allowance (RateLimit).
     bucket: TokenBucket,
     /// Violations of this authenticated connection (see `violation`).
@@ -279,6 +283,7 @@ impl Connection {
             session: None,
             ack_timers: VecDeque::new(),
             batch: Vec::new(),
+            latency: LocalHistogram::default(),
             replay: VecDeque::new(),
             bucket: TokenBucket::new(&ctx_rate),
             violations: 0,

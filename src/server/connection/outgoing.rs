@@ -23,6 +23,9 @@ impl Connection {
     /// Writes one event of the session and arms its redelivery timer when reliable.
     pub(super) fn send_event(&mut self, seq: u64, body: &EventBody, redelivered: bool) {
         self.send(body.text(seq, redelivered));
+        if !redelivered {
+            self.latency.observe(body.published.elapsed());
+        }
         self.ctx
             .events
             .metrics
@@ -172,6 +175,7 @@ impl Connection {
     /// Writes out what tungstenite holds; once everything is out, its output cap goes back
     /// to the base (a large event may have raised it, see `send_message`).
     pub(super) fn flush(&mut self) {
+        self.ctx.metrics.publish_to_write.merge(&mut self.latency);
         let base = handshake::write_buffer_cap(self.ctx.config.max_message_size, 0);
         let flushed = {
             let mut ws = self.ws();

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::message::{self, Command, ErrorCode, ReplyTo, WireError};
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
+use crate::server::registry::histogram::Histogram;
 use crate::server::runtime::threads::{Activity, ThreadRegistry, ThreadRole, ThreadTag};
 use crate::server::security::identity::Identity;
 
@@ -88,6 +89,8 @@ pub(crate) struct Dispatcher {
     handlers: RwLock<HashMap<String, Arc<HandlerFn>>>,
     queue: Mutex<WorkQueue>,
     queue_ready: Condvar,
+    /// How long each handler took (`/metrics`).
+    handling_time: Arc<Histogram>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -99,11 +102,13 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn new() -> Self {
+    /// A dispatcher without handlers; each handler's time goes into `handling_time`.
+    pub(crate) fn new(handling_time: Arc<Histogram>) -> Self {
         Dispatcher {
             handlers: RwLock::new(HashMap::new()),
             queue: Mutex::new(WorkQueue::default()),
             queue_ready: Condvar::new(),
+            handling_time,
         }
     }
 
@@ -225,9 +230,14 @@ impl Dispatcher {
         };
         let conn = conn.clone();
         let channel = request.command.channel.clone();
+        let handling_time = self.handling_time.clone();
         self.submit(
             &channel,
-            Box::new(move || run_handler(&*handler, &request, &conn)),
+            Box::new(move || {
+                let started = std::time::Instant::now();
+                run_handler(&*handler, &request, &conn);
+                handling_time.observe(started.elapsed());
+            }),
         )
     }
 }

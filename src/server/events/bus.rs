@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::message::{ErrorCode, WireError, is_reserved_channel, is_valid_name, timestamp_now};
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
+use crate::server::registry::histogram::LocalHistogram;
 use crate::server::registry::metrics::Metrics;
 use crate::server::security::identity::Identity;
 
@@ -49,6 +50,10 @@ pub(crate) struct EventMetrics {
     pub redelivered: AtomicU64,
     pub dropped: AtomicU64,
     pub slow_client_closes: AtomicU64,
+    /// Sessions resumed with their missed events replayed.
+    pub resumed: AtomicU64,
+    /// Resumes refused with `gap` (events were no longer buffered).
+    pub resume_gaps: AtomicU64,
     pub status_offered: AtomicU64,
     pub status_sent: AtomicU64,
 }
@@ -191,6 +196,7 @@ impl EventBus {
         let _order = self.publish_order.lock();
         let subscribers = self.by_channel.read().subscribers(&event.channel);
         let mut count = 0;
+        let mut latency = LocalHistogram::default();
         for session in subscribers {
             let mut st = session.state.lock();
             if !st.wants(&event.channel, &event.action) {
@@ -207,6 +213,7 @@ impl EventBus {
                 let delivered =
                     direct::write_event(&conn, seq, &body, metrics, cork.as_deref_mut());
                 if let Direct::Written = delivered {
+                    latency.observe(body.published.elapsed());
                     self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
                 } else {
                     let limit = config.outbound_queue_limit;
@@ -214,6 +221,7 @@ impl EventBus {
                 }
             }
         }
+        metrics.publish_to_write.merge(&mut latency);
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         Ok(count)
     }
@@ -228,6 +236,7 @@ impl EventBus {
             .to_string();
         Arc::new(EventBody {
             id,
+            published: std::time::Instant::now(),
             reliable,
             priority: event.priority,
             tail: full[1..].to_string(),
@@ -370,6 +379,11 @@ impl EventBus {
         take_over(&mut st, conn);
         let (replay, response) = replay_after(&session, &mut st, conn, last_seq);
         drop(st);
+        let counter = match response["resumed"].as_bool() {
+            Some(true) => &self.metrics.resumed,
+            _ => &self.metrics.resume_gaps,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.drop_session(current);
         Ok(Resumed {
             session,

@@ -75,6 +75,8 @@ impl Event {
 #[derive(Debug)]
 pub(crate) struct EventBody {
     pub id: String,
+    /// When it was published: `/metrics`'s publish-to-write latency starts here.
+    pub published: std::time::Instant,
     pub reliable: bool,
     pub priority: Priority,
     /// The JSON after `"seq":N,`: `"id":…,"timestamp":…,"channel":…,"action":…,"data":…}`.

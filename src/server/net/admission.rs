@@ -87,7 +87,10 @@ fn subprotocol(config: &Config, head: &RequestHead) -> Result<Option<String>, Re
 
 /// Who the request's credentials say it is: `None` when it gave none and must authenticate
 /// later (or the anonymous viewer without AuthRequired); 401 or 400 for bad ones.
-fn identity(ctx: &ServerContext, head: &RequestHead) -> Result<Option<Identity>, Rejection> {
+pub(super) fn identity(
+    ctx: &ServerContext,
+    head: &RequestHead,
+) -> Result<Option<Identity>, Rejection> {
     match credential(head) {
         Some(Ok(cred)) => match ctx.auth.verify(&cred) {
             Ok(identity) => Ok(Some(identity)),

@@ -12,7 +12,6 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::http::HeaderValue;
@@ -22,13 +21,14 @@ use tungstenite::{WebSocket, accept_hdr_with_config};
 
 use crate::server::context::ServerContext;
 use crate::server::net::admission::{admit, offered_protocol, release_slot};
+use crate::server::net::endpoints::{self, Answer};
 use crate::server::net::refusal::{self, Rejection};
 use crate::server::net::request::{self, RequestHead};
 use crate::server::net::stream::Transport;
+use crate::server::net::tls;
 use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::state::ConnState;
 use crate::server::security::identity::Identity;
-use crate::tls_io;
 use crate::wake::{self, Interest};
 
 /// Largest request head accepted; larger gets 431.
@@ -84,10 +84,14 @@ pub(crate) fn perform(
         Ok(None) => return Outcome::Finished,
         Err(r) => return refuse(stream, r),
     };
-    if head.is_get && !head.is_upgrade && head.path == "/health" {
-        answer_health(&mut stream, deadline);
-        conn.set_state(ConnState::Closed, &ctx.metrics);
-        return Outcome::Finished;
+    match endpoints::answer(ctx, &head) {
+        Some(Answer::Page { content_type, body }) => {
+            answer_page(&mut stream, content_type, &body, deadline);
+            conn.set_state(ConnState::Closed, &ctx.metrics);
+            return Outcome::Finished;
+        }
+        Some(Answer::Refused(r)) => return refuse(stream, r),
+        None => {}
     }
     if let Some(r) = upgrade_refusal(&head) {
         return refuse(stream, r);
@@ -124,26 +128,13 @@ fn open_stream(
     tcp: Arc<TcpStream>,
     deadline: Instant,
 ) -> Option<Transport> {
-    let mut stream = Transport {
-        tcp,
-        tls: None,
-        replay: Vec::new(),
-        replay_pos: 0,
-        last_write_blocked: false,
-    };
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut stream = Transport::new(tcp);
     let Some(config) = &ctx.tls else {
         return Some(stream);
     };
-    let tls_conn = rustls::ServerConnection::new(config.clone()).map(Box::new);
-    let done = tls_conn.map_err(|e| e.to_string()).and_then(|mut c| {
-        tls_io::handshake(&mut c, &stream.tcp, deadline)?;
-        Ok(c)
-    });
-    match done {
-        Ok(c) => {
-            stream.tls = Some(c);
-            Some(stream)
-        }
+    match tls::start(config, &mut stream, deadline) {
+        Ok(()) => Some(stream),
         Err(why) => {
             ctx.metrics.count_rejection("tls_failed");
             log::info!("conn {} {}: {why}; closed", conn.id, conn.peer);
@@ -247,10 +238,10 @@ fn await_close_reply(ws: &mut WebSocket<Transport>, until: Instant) {
     }
 }
 
-/// `GET /health` without an upgrade: `200 {"status":"ok"}`.
-fn answer_health(stream: &mut Transport, deadline: Instant) {
-    let body = json!({"status": "ok"}).to_string();
-    refusal::write_response(stream, 200, "OK", &[], &body, deadline);
+/// A page (`/health`, `/metrics`, the status page): 200, never cached.
+fn answer_page(stream: &mut Transport, content_type: &str, body: &str, deadline: Instant) {
+    let headers = [("Cache-Control", "no-store".to_string())];
+    refusal::write_response(stream, (200, "OK"), content_type, &headers, body, deadline);
     refusal::linger_and_close(stream, deadline);
 }
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admission;
+pub(crate) mod endpoints;
 pub(crate) mod handshake;
 pub(crate) mod listener;
 pub(crate) mod refusal;

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,6 @@ use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::metrics::Metrics;
 use crate::server::registry::state::ConnState;
 use crate::server::security::limits::Limits;
-use crate::tls_io;
 use crate::wake::{self, Interest};
 
 /// After a rejection, how long we keep reading (and discarding) so the client sees our
@@ -126,8 +125,8 @@ pub(crate) fn reject(
     let headers: Vec<(&str, String)> = r.headers.iter().map(|(k, v)| (*k, v.clone())).collect();
     write_response(
         &mut stream,
-        r.status,
-        r.reason,
+        (r.status, r.reason),
+        "application/json",
         &headers,
         &body.to_string(),
         deadline,
@@ -147,14 +146,14 @@ pub(crate) fn count(metrics: &Metrics, limits: &Limits, conn: &ConnectionHandle,
 /// Writes a complete HTTP response (best effort until `deadline`).
 pub(crate) fn write_response(
     stream: &mut Transport,
-    status: u16,
-    reason: &str,
+    (status, reason): (u16, &str),
+    content_type: &str,
     headers: &[(&str, String)],
     body: &str,
     deadline: Instant,
 ) {
     let mut text = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (name, value) in headers {
@@ -198,12 +197,8 @@ pub(crate) fn write_response(
 /// Half-closes and discards what the client still sends for a short while, so it reads our
 /// response instead of a connection reset.
 pub(crate) fn linger_and_close(stream: &mut Transport, deadline: Instant) {
-    if let Some(conn) = &mut stream.tls {
-        conn.send_close_notify();
-        let _ = tls_io::write_pending(conn, &stream.tcp);
-    }
+    stream.shutdown_write();
     let tcp: &TcpStream = &stream.tcp;
-    let _ = tcp.shutdown(Shutdown::Write);
     let until = deadline.min(wake::after(LINGER_AFTER_REJECT));
     let interest = [Interest {
         fd: tcp.as_raw_fd(),

@@ -21,6 +21,8 @@ pub(crate) struct RequestHead {
     /// The request carries an `Origin` header: a browser, which cannot read an HTTP
     /// refusal's status or body (it only sees close 1006).
     pub(crate) from_browser: bool,
+    /// `Accept` names `text/html`: a browser asking for a page.
+    pub(crate) accepts_html: bool,
     /// What is wrong with the upgrade itself (HTTP version, `Sec-WebSocket-Key`,
     /// `Sec-WebSocket-Version`), found before tungstenite sees it so the client gets an answer.
     pub(crate) upgrade_problem: Option<UpgradeProblem>,
@@ -144,6 +146,12 @@ pub(crate) fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
         protocols,
         authorization: header("Authorization").map(text).collect(),
         from_browser: header("Origin").next().is_some(),
+        accepts_html: header("Accept").any(|h| {
+            text(h).split(',').any(|t| {
+                let media = t.split(';').next().unwrap_or("").trim();
+                media.eq_ignore_ascii_case("text/html")
+            })
+        }),
         upgrade_problem,
         trailing_bytes: bytes.len() - head_len,
     })

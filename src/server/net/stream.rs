@@ -1,12 +1,16 @@
-//! The client's byte stream: a TCP socket, plain or under rustls, that first replays the
-//! request head the handshake already read (so tungstenite's own handshake can parse it).
+//! The client's byte stream: a TCP socket, plain or under rustls (feature `tls`), that first
+//! replays the request head the handshake already read (so tungstenite's own handshake can
+//! parse it).
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+#[cfg(feature = "tls")]
+use std::time::Instant;
 
+#[cfg(feature = "tls")]
 use crate::tls_io;
 
 /// The client's socket (plain, or TLS through rustls), replaying the request head we read to
@@ -14,14 +18,40 @@ use crate::tls_io;
 #[derive(Debug)]
 pub(crate) struct Transport {
     pub(super) tcp: Arc<TcpStream>,
-    pub(super) tls: Option<Box<rustls::ServerConnection>>,
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ServerConnection>>,
     pub(super) replay: Vec<u8>,
-    pub(super) replay_pos: usize,
+    replay_pos: usize,
     /// The last write met a full socket (`WouldBlock`): output is waiting in tungstenite.
-    pub(super) last_write_blocked: bool,
+    last_write_blocked: bool,
 }
 
 impl Transport {
+    /// A plain stream over `tcp`.
+    pub(super) fn new(tcp: Arc<TcpStream>) -> Transport {
+        Transport {
+            tcp,
+            #[cfg(feature = "tls")]
+            tls: None,
+            replay: Vec::new(),
+            replay_pos: 0,
+            last_write_blocked: false,
+        }
+    }
+
+    /// Runs the TLS handshake (until `deadline`); afterwards every byte goes through rustls.
+    #[cfg(feature = "tls")]
+    pub(super) fn start_tls(
+        &mut self,
+        config: &Arc<rustls::ServerConfig>,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let mut conn = rustls::ServerConnection::new(config.clone()).map_err(|e| e.to_string())?;
+        tls_io::handshake(&mut conn, &self.tcp, deadline)?;
+        self.tls = Some(Box::new(conn));
+        Ok(())
+    }
+
     /// The socket's descriptor, for `poll(2)`.
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         self.tcp.as_raw_fd()
@@ -32,7 +62,37 @@ impl Transport {
     /// replies while it reads, so the connection asks this after every frame it reads and
     /// stops reading until the client takes its output (backpressure).
     pub(crate) fn output_pending(&self) -> bool {
-        self.last_write_blocked || self.tls.as_ref().is_some_and(|c| c.wants_write())
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|c| c.wants_write()) {
+            return true;
+        }
+        self.last_write_blocked
+    }
+
+    /// Ends our sending side: TLS close_notify (best effort), then the TCP half-close.
+    pub(super) fn shutdown_write(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            conn.send_close_notify();
+            let _ = tls_io::write_pending(conn, &self.tcp);
+        }
+        let _ = self.tcp.shutdown(Shutdown::Write);
+    }
+
+    fn write_through(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            return tls_io::write(conn, &self.tcp, buf);
+        }
+        (&*self.tcp).write(buf)
+    }
+
+    fn flush_through(&mut self) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            return tls_io::write_pending(conn, &self.tcp);
+        }
+        (&*self.tcp).flush()
     }
 }
 
@@ -48,19 +108,17 @@ impl Read for Transport {
             }
             return Ok(n);
         }
-        match &mut self.tls {
-            Some(conn) => tls_io::read(conn, &self.tcp, buf),
-            None => (&*self.tcp).read(buf),
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            return tls_io::read(conn, &self.tcp, buf);
         }
+        (&*self.tcp).read(buf)
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = match &mut self.tls {
-            Some(conn) => tls_io::write(conn, &self.tcp, buf),
-            None => (&*self.tcp).write(buf),
-        };
+        let written = self.write_through(buf);
         self.last_write_blocked =
             matches!(&written, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         written
@@ -68,10 +126,7 @@ impl Write for Transport {
     /// Tungstenite flushes the stream only once its own buffer is written out, so success
     /// here means nothing is waiting any more.
     fn flush(&mut self) -> io::Result<()> {
-        let flushed = match &mut self.tls {
-            Some(conn) => tls_io::write_pending(conn, &self.tcp),
-            None => (&*self.tcp).flush(),
-        };
+        let flushed = self.flush_through();
         if flushed.is_ok() {
             self.last_write_blocked = false;
         }

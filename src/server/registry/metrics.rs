@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
+
+use crate::server::registry::histogram::Histogram;
 
 use crate::server::registry::state::STATE_COUNT;
 
@@ -20,6 +24,11 @@ pub(crate) struct Metrics {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub rejected: Mutex<HashMap<&'static str, u64>>,
+    /// From an event's publication to its write to a subscriber's socket (first
+    /// deliveries; redeliveries and replays are not counted).
+    pub publish_to_write: Histogram,
+    /// Time application handlers took per command (on the worker pool).
+    pub command_duration: Arc<Histogram>,
 }
 
 impl Metrics {

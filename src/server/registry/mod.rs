@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod handle;
+pub(crate) mod histogram;
 pub(crate) mod metrics;
 pub(crate) mod state;
 

@@ -258,6 +258,32 @@ impl ThreadRegistry {
         }
     }
 
+    /// Whether the threads of `role` answer: at least one is alive, and none has been busy
+    /// (`running`) for longer than `within_ms` (a thread waiting in poll or on its condvar
+    /// is answering). `now_ms` is the server's uptime. The error names the thread.
+    pub(crate) fn responsive(
+        &self,
+        role: ThreadRole,
+        now_ms: u64,
+        within_ms: u64,
+    ) -> Result<(), String> {
+        let entries = self.entries.lock();
+        let mut alive = false;
+        for e in entries.values().filter(|e| e.role == role && !e.exited) {
+            alive = true;
+            let busy = e.tag.activity.load(Ordering::Relaxed) == Activity::Running as u8;
+            let since = now_ms.saturating_sub(e.tag.last_activity_ms.load(Ordering::Relaxed));
+            if busy && since > within_ms {
+                return Err(format!("{} has been busy for {since} ms", e.name));
+            }
+        }
+        if alive {
+            Ok(())
+        } else {
+            Err(format!("no {} thread is running", role.as_str()))
+        }
+    }
+
     /// Threads still running, with their role and state.
     pub(crate) fn stuck(&self) -> Vec<StuckThread> {
         self.entries

@@ -4,17 +4,25 @@
 //! `role` claim (or `scope`).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "jwt")]
 use std::collections::HashSet;
 use std::path::PathBuf;
+#[cfg(feature = "jwt")]
 use std::str::FromStr;
 
+#[cfg(feature = "jwt")]
 use jsonwebtoken::errors::ErrorKind;
+#[cfg(feature = "jwt")]
 use jsonwebtoken::jwk::JwkSet;
+#[cfg(feature = "jwt")]
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+#[cfg(feature = "jwt")]
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::server::security::identity::{AuthMethod, Identity, Role};
+use crate::server::security::identity::Identity;
+#[cfg(feature = "jwt")]
+use crate::server::security::identity::{AuthMethod, Role};
 
 /// The `Jwt` section of the config.
 #[derive(Debug, Clone)]
@@ -51,6 +59,7 @@ impl Default for JwtConfig {
     }
 }
 
+#[cfg(feature = "jwt")]
 enum Keys {
     /// One PEM key, usable with the algorithms of its family.
     Pem(Vec<(Algorithm, DecodingKey)>),
@@ -58,6 +67,7 @@ enum Keys {
 }
 
 /// Checks Bearer tokens.
+#[cfg(feature = "jwt")]
 pub(crate) struct JwtVerifier {
     keys: Keys,
     algorithms: Vec<Algorithm>,
@@ -67,6 +77,7 @@ pub(crate) struct JwtVerifier {
     leeway: u64,
 }
 
+#[cfg(feature = "jwt")]
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
@@ -75,10 +86,12 @@ impl std::fmt::Debug for JwtVerifier {
     }
 }
 
+#[cfg(feature = "jwt")]
 fn config_error(key: &str, message: impl Into<String>) -> Error {
     Error::config(format!("WebSocketServer.Jwt.{key}"), message)
 }
 
+#[cfg(feature = "jwt")]
 impl JwtVerifier {
     /// Loads the key material. Errors name the setting and the file.
     pub(crate) fn load(config: &JwtConfig) -> Result<JwtVerifier, Error> {
@@ -228,5 +241,25 @@ impl JwtVerifier {
             role,
             method: AuthMethod::Jwt,
         })
+    }
+}
+
+/// Without the `jwt` feature there is no verifier: this type has no values (config
+/// validation refuses a `Jwt` section, and a Bearer token is refused as unverifiable).
+#[cfg(not(feature = "jwt"))]
+#[derive(Debug)]
+pub(crate) enum JwtVerifier {}
+
+#[cfg(not(feature = "jwt"))]
+impl JwtVerifier {
+    pub(crate) fn load(_: &JwtConfig) -> Result<JwtVerifier, Error> {
+        Err(Error::config(
+            "WebSocketServer.Jwt",
+            "this build has no JWT support (the `jwt` feature is off)",
+        ))
+    }
+
+    pub(crate) fn verify(&self, _: &str) -> Result<Identity, String> {
+        match *self {}
     }
 }

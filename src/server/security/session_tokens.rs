@@ -4,19 +4,29 @@
 //! credentials and by `system/resume`.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "jwt")]
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+#[cfg(feature = "jwt")]
+use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "jwt")]
 use jsonwebtoken::errors::ErrorKind;
+#[cfg(feature = "jwt")]
 use jsonwebtoken::jwk::Jwk;
+#[cfg(feature = "jwt")]
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+#[cfg(feature = "jwt")]
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::server::security::identity::{AuthMethod, Identity, Role};
+use crate::server::security::identity::Identity;
+#[cfg(feature = "jwt")]
+use crate::server::security::identity::{AuthMethod, Role};
 
 /// The `kid` and `iss` of tokens this server issues, so they are told apart from IdP tokens.
+#[cfg(feature = "jwt")]
 const ISSUER: &str = "hydrogen-ws";
 
 /// The `SessionTokens` section.
@@ -39,6 +49,7 @@ impl SessionTokenConfig {
     }
 }
 
+#[cfg(feature = "jwt")]
 #[derive(Serialize, Deserialize)]
 struct Claims {
     iss: String,
@@ -56,12 +67,14 @@ pub(crate) struct SessionClaims {
 }
 
 /// Issues and checks session tokens.
+#[cfg(feature = "jwt")]
 pub(crate) struct SessionTokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     ttl: Duration,
 }
 
+#[cfg(feature = "jwt")]
 impl std::fmt::Debug for SessionTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionTokens")
@@ -70,6 +83,7 @@ impl std::fmt::Debug for SessionTokens {
     }
 }
 
+#[cfg(feature = "jwt")]
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -77,6 +91,7 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg(feature = "jwt")]
 impl SessionTokens {
     /// Loads the key. Errors name `SessionTokens.PrivateKeyPath` and the file (exit 2).
     pub(crate) fn load(config: &SessionTokenConfig) -> Result<SessionTokens, Error> {
@@ -141,5 +156,34 @@ impl SessionTokens {
             },
             session_id: c.sid,
         })
+    }
+}
+
+/// Without the `jwt` feature the server issues no session tokens: this type has no values
+/// (config validation refuses a `SessionTokens` section).
+#[cfg(not(feature = "jwt"))]
+#[derive(Debug)]
+pub(crate) enum SessionTokens {}
+
+#[cfg(not(feature = "jwt"))]
+impl SessionTokens {
+    pub(crate) fn load(_: &SessionTokenConfig) -> Result<SessionTokens, Error> {
+        Err(Error::config(
+            "WebSocketServer.SessionTokens",
+            "this build has no JWT support (the `jwt` feature is off)",
+        ))
+    }
+
+    pub(crate) fn issue(&self, _: &Identity, _: &str) -> String {
+        match *self {}
+    }
+
+    /// No token is ours: this build issues none.
+    pub(crate) fn is_ours(_: &str) -> bool {
+        false
+    }
+
+    pub(crate) fn verify(&self, _: &str) -> Result<SessionClaims, String> {
+        match *self {}
     }
 }
