@@ -54,6 +54,7 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 test: $(VENV)/.installed $(WEBSOCAT) $(NODE_DIR)/node_modules/.installed
 	@command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)  # RSA key for the JWT tests
 	@command -v jq >/dev/null || (apt-get update && apt-get install -y jq)  # Hydrogen's status test pipes to jq
+	@command -v systemd-analyze >/dev/null || (apt-get update && apt-get install -y systemd)  # tests/install.rs verifies the unit
 	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)  # tests/browsers.rs
 	HWS_PYTHON=$(VENV_PY) HWS_WEBSOCAT=$(abspath $(WEBSOCAT)) HWS_BROWSERS=1 HWS_CHROMIUM=$$(command -v chromium) $(CARGO) test --no-fail-fast  # every test binary runs, even after a failure
 

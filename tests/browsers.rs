@@ -152,3 +152,55 @@ fn a_browser_refusal_is_a_close_frame_a_page_can_read() {
         (400, Some("invalid_protocol"))
     );
 }
+
+/// The built-in status page (issue #15 §4) in a real Chromium: log in with the admin key,
+/// see the connection count move when a client connects, see the connection list, subscribe
+/// to a channel and see an event a service publishes; a screenshot goes to target/.
+#[test]
+fn the_status_page_logs_in_and_shows_the_server_live() {
+    let server = start_with(|c| c.status_interval = Some(std::time::Duration::from_millis(200)));
+    let url = format!("http://{}/", server.bound_addr());
+    let chromium = std::env::var("HWS_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let args = [
+        "status-page",
+        url.as_str(),
+        chromium.as_str(),
+        ADMIN_KEY,
+        SERVICE_KEY,
+        shot.to_str().unwrap(),
+    ];
+    let Some(r) = checks(&args) else {
+        return;
+    };
+    let before = r["before"].as_u64().unwrap();
+    assert!(before >= 1, "the page's own connection counts: {r}");
+    assert_eq!(r["after"].as_u64().unwrap(), before + 1, "{r}");
+    let rows = r["rows"].as_array().unwrap();
+    assert!(rows.len() >= 2, "the page and the client in the list: {r}");
+    assert!(
+        rows.iter()
+            .any(|row| row.as_str().unwrap().contains("printer")),
+        "the service's identity in the connection list: {r}"
+    );
+    assert_eq!(r["published"]["status"], "ok", "{r}");
+    let marker = r["marker"].as_str().unwrap();
+    assert!(
+        r["event"].as_str().unwrap().contains(marker),
+        "the event on the page: {r}"
+    );
+    assert!(
+        r["event"].as_str().unwrap().contains("print/progress"),
+        "{r}"
+    );
+    assert_eq!(r["keyStored"], true, "{r}");
+    assert_eq!(r["keyInUrl"], false, "{r}");
+    assert!(r["memory"].as_str().unwrap().ends_with("iB"), "{r}");
+    assert!(
+        r["threads"].as_str().unwrap().parse::<u64>().unwrap() >= 4,
+        "{r}"
+    );
+    let png = std::fs::read(&shot).expect("the screenshot was written");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG at {}", shot.display());
+}

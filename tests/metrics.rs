@@ -219,6 +219,29 @@ fn metrics_need_a_credential_unless_allowed() {
     assert_eq!(status, 426, "{body}");
 }
 
+/// A blocked address cannot use /metrics to go on guessing keys.
+#[test]
+fn a_blocked_address_gets_429_from_metrics_too() {
+    let server = start_with(|c| c.rate_limit.violations_before_block = 2);
+    let addr = server.bound_addr();
+    for _ in 0..2 {
+        let (status, _, _) = get(
+            addr,
+            "/metrics",
+            "Authorization: Key guess-0000000000000000\r\n",
+        );
+        assert_eq!(status, 401);
+    }
+    let (status, head, body) = get(
+        addr,
+        "/metrics",
+        &format!("Authorization: Key {VIEWER_KEY}\r\n"),
+    );
+    assert_eq!(status, 429, "{head}\n{body}");
+    assert!(head.contains("Retry-After"), "{head}");
+    assert!(!body.contains("hydrogen_ws_"), "{body}");
+}
+
 #[test]
 fn a_browser_asking_for_the_root_gets_the_status_page() {
     let server = start();

@@ -29,7 +29,7 @@ pub(super) fn admit(
 }
 
 /// 429 for a blocked address, or one over HandshakesPerMinutePerIp.
-fn address_allowed(ctx: &ServerContext, ip: std::net::IpAddr) -> Result<(), Rejection> {
+pub(super) fn address_allowed(ctx: &ServerContext, ip: std::net::IpAddr) -> Result<(), Rejection> {
     if let Some(left) = ctx.limits.blocked_for(ip) {
         let secs = left.as_secs() + 1;
         return Err(Rejection::new(

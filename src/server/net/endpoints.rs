@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use crate::server::context::ServerContext;
 use crate::server::exposition;
@@ -28,7 +29,7 @@ pub(super) enum Answer {
 }
 
 /// The answer for `head` when it asks for one of these pages; `None` for the upgrade path.
-pub(super) fn answer(ctx: &ServerContext, head: &RequestHead) -> Option<Answer> {
+pub(super) fn answer(ctx: &ServerContext, peer: IpAddr, head: &RequestHead) -> Option<Answer> {
     if !head.is_get || head.is_upgrade {
         return None;
     }
@@ -37,7 +38,7 @@ pub(super) fn answer(ctx: &ServerContext, head: &RequestHead) -> Option<Answer> 
             content_type: "application/json",
             body: Cow::Borrowed("{\"status\":\"ok\"}"),
         }),
-        "/metrics" if ctx.config.metrics.enabled => Some(metrics(ctx, head)),
+        "/metrics" if ctx.config.metrics.enabled => Some(metrics(ctx, peer, head)),
         "/" if ctx.config.status_page && head.accepts_html => Some(Answer::Page {
             content_type: "text/html; charset=utf-8",
             body: Cow::Borrowed(STATUS_PAGE),
@@ -46,8 +47,13 @@ pub(super) fn answer(ctx: &ServerContext, head: &RequestHead) -> Option<Answer> 
     }
 }
 
-/// `/metrics`: the exposition, for any authenticated caller (or anyone when allowed).
-fn metrics(ctx: &ServerContext, head: &RequestHead) -> Answer {
+/// `/metrics`: the exposition, for any authenticated caller (or anyone when allowed). A
+/// blocked address, or one over HandshakesPerMinutePerIp, gets 429 first: the credential
+/// check here must not become a way round the block for guessing keys.
+fn metrics(ctx: &ServerContext, peer: IpAddr, head: &RequestHead) -> Answer {
+    if let Err(r) = admission::address_allowed(ctx, peer) {
+        return Answer::Refused(r);
+    }
     if !ctx.config.metrics.allow_unauthenticated {
         match admission::identity(ctx, head) {
             Ok(Some(_)) => {}

@@ -84,7 +84,7 @@ pub(crate) fn perform(
         Ok(None) => return Outcome::Finished,
         Err(r) => return refuse(stream, r),
     };
-    match endpoints::answer(ctx, &head) {
+    match endpoints::answer(ctx, conn.peer.ip(), &head) {
         Some(Answer::Page { content_type, body }) => {
             answer_page(&mut stream, content_type, &body, deadline);
             conn.set_state(ConnState::Closed, &ctx.metrics);

@@ -2,6 +2,9 @@
 //   node checks.js node-seed URL          Hydrogen seed 002's example, in Node (package ws)
 //   node checks.js chromium URL CHROMIUM  the same in headless Chromium, then two pages that
 //                                         get the handshake wrong and must learn why
+//   node checks.js status-page HTTP_URL CHROMIUM ADMIN_KEY SERVICE_KEY SCREENSHOT
+//                                         the built-in status page: log in, watch the figures
+//                                         move when a client connects, see a published event
 "use strict";
 
 const WAIT_MS = 10000;
@@ -38,9 +41,7 @@ async function nodeSeed(url) {
 async function chromium(url, executablePath) {
   const puppeteer = require("puppeteer-core");
   const browser = await puppeteer.launch({
-    executablePath, headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    executablePath, headless: true, args: BROWSER_ARGS,
   });
   try {
     const page = await browser.newPage();
@@ -55,8 +56,73 @@ async function chromium(url, executablePath) {
   }
 }
 
+const BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+// A client of our own beside the page (Node's ws), authenticated with `key`; resolves once
+// its first command is answered.
+function sideClient(wsUrl, key) {
+  const WebSocket = require("ws");
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(wsUrl, "hydrogen-protocol", { headers: { Authorization: `Key ${key}` } });
+    const answers = new Map();
+    ws.on("message", (m) => {
+      const msg = JSON.parse(m);
+      if (msg.type === "response" && answers.has(msg.id)) answers.get(msg.id)(msg);
+    });
+    ws.command = (id, channel, action, data) => new Promise((done) => {
+      answers.set(id, done);
+      ws.send(JSON.stringify({ type: "command", id, channel, action, data }));
+    });
+    ws.on("open", () => ws.command("hello", "system", "ping", {}).then(() => resolve(ws)));
+    ws.on("error", reject);
+  });
+}
+
+async function statusPage(url, executablePath, adminKey, serviceKey, screenshot) {
+  const puppeteer = require("puppeteer-core");
+  const browser = await puppeteer.launch({ executablePath, headless: true, args: BROWSER_ARGS });
+  const wsUrl = url.replace(/^http/, "ws");
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1100, height: 900 });
+    await page.goto(url, { timeout: WAIT_MS });
+    await page.waitForSelector("#login:not([hidden])", { timeout: WAIT_MS });
+    await page.type("#key", adminKey);
+    await page.click("#login-button");
+    await page.waitForFunction(() => document.querySelector("#uptime").textContent !== "", { timeout: WAIT_MS });
+    const before = Number(await page.$eval("#connections", (e) => e.textContent));
+    const client = await sideClient(wsUrl, serviceKey);
+    await page.waitForFunction((n) => Number(document.querySelector("#connections").textContent) === n,
+      { timeout: WAIT_MS }, before + 1);
+    const after = Number(await page.$eval("#connections", (e) => e.textContent));
+    await page.waitForFunction(() => document.querySelectorAll("#connection-list tr").length >= 2, { timeout: WAIT_MS });
+    const rows = await page.$$eval("#connection-list tr", (trs) => trs.map((tr) => tr.textContent));
+    await page.type("#channel", "print");
+    await page.click("#subscribe-button");
+    await page.waitForFunction(() => document.querySelector("#subscribed").textContent.includes("print"), { timeout: WAIT_MS });
+    const marker = "marker-" + Date.now();
+    const published = await client.command("pub-1", "system", "publish",
+      { channel: "print", action: "progress", data: { marker } });
+    await page.waitForFunction((m) => document.querySelector("#events").textContent.includes(m),
+      { timeout: WAIT_MS }, marker);
+    const event = await page.$eval("#events li", (li) => li.textContent);
+    const stored = await page.evaluate(() => sessionStorage.getItem("hydrogen-ws-key"));
+    const href = await page.evaluate(() => location.href);
+    await page.screenshot({ path: screenshot, fullPage: true });
+    client.close();
+    return { before, after, rows, published, event, marker, keyStored: stored === adminKey,
+             keyInUrl: href.includes(adminKey), memory: await page.$eval("#memory", (e) => e.textContent),
+             threads: await page.$eval("#threads", (e) => e.textContent) };
+  } finally {
+    await browser.close();
+  }
+}
+
 (async () => {
-  const [mode, url, exe] = process.argv.slice(2);
-  const result = mode === "node-seed" ? await nodeSeed(url) : await chromium(url, exe);
+  const [mode, url, exe, ...rest] = process.argv.slice(2);
+  const result = mode === "node-seed" ? await nodeSeed(url)
+    : mode === "status-page" ? await statusPage(url, exe, ...rest)
+    : await chromium(url, exe);
   process.stdout.write(JSON.stringify(result) + "\n");
 })().catch((e) => { process.stderr.write(String(e && e.stack || e) + "\n"); process.exit(1); });
