@@ -28,6 +28,7 @@ run: build
 	  else where="$(KEYFILE) (HYDROGEN_API_KEY is unset; generated once, mode 600)"; key_cmd='"$$(cat $(KEYFILE))"'; fi; \
 	  echo "hydrogen-ws on ws://127.0.0.1:5001/ (config.json; Port falls back upwards if 5001 is taken)"; \
 	  echo "  subprotocol: hydrogen-protocol   key: $$where"; \
+	  echo "  status page: http://127.0.0.1:5001/ (log in with the key)   metrics: /metrics (send the key)"; \
 	  echo "  clients send 'Authorization: Key <key>'; try it from another shell:"; \
 	  echo "  echo '{\"type\":\"command\",\"id\":\"1\",\"channel\":\"system\",\"action\":\"status\"}' | ./$(BIN) client ws://127.0.0.1:5001/ --key $$key_cmd"
 	@if [ -z "$$HYDROGEN_API_KEY" ]; then HYDROGEN_API_KEY=$$(cat $(KEYFILE)) exec ./$(BIN) --config config.json; \
