@@ -52,12 +52,14 @@
 
 pub mod client;
 pub mod config;
+mod deflate;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod json_keys;
 mod message;
+mod raw_socket;
 mod secret;
 mod server;
 #[cfg(feature = "tls")]

@@ -152,6 +152,10 @@ pub struct ClientConfig {
     pub tls_roots: TlsRoots,
     /// Largest message accepted from the server. Default 16 MiB.
     pub max_message_size: usize,
+    /// Offer permessage-deflate (RFC 7692) and use it when the server accepts. Default true:
+    /// messages of 256 bytes or more are compressed at level 1, without context takeover
+    /// either way (no DEFLATE state is held between messages).
+    pub compression: bool,
 }
 
 impl ClientConfig {
@@ -172,6 +176,7 @@ impl ClientConfig {
             reconnect: ReconnectPolicy::default(),
             tls_roots: TlsRoots::System,
             max_message_size: 16 << 20,
+            compression: true,
         }
     }
 

@@ -18,7 +18,9 @@ use tungstenite::protocol::WebSocketConfig;
 
 use super::config::{ClientConfig, Credentials};
 use super::tls::{self, ClientTls};
+use crate::deflate::{self, Deflate, negotiate};
 use crate::error::{Error, Timeout};
+use crate::raw_socket::RawSocket;
 #[cfg(feature = "tls")]
 use crate::tls_io;
 use crate::wake::{self, Interest};
@@ -32,17 +34,35 @@ const RESOLVER_STACK_BYTES: usize = 128 * 1024;
 #[derive(Debug)]
 pub(crate) struct LinkStream {
     tcp: TcpStream,
-    #[cfg(feature = "tls")]
-    tls: Option<Box<rustls::ClientConnection>>,
+    tls: Option<Box<ClientTlsSession>>,
+    /// permessage-deflate, when the server accepted our offer.
+    deflate: Option<Box<Deflate>>,
 }
+
+/// The TLS session type of a link (none without the `tls` feature).
+#[cfg(feature = "tls")]
+type ClientTlsSession = rustls::ClientConnection;
+#[cfg(not(feature = "tls"))]
+type ClientTlsSession = crate::raw_socket::NoTls;
 
 impl LinkStream {
     fn plain(tcp: TcpStream) -> LinkStream {
         LinkStream {
             tcp,
-            #[cfg(feature = "tls")]
             tls: None,
+            deflate: None,
         }
+    }
+
+    /// The socket (under TLS when there is TLS) and the deflate layer, borrowed apart.
+    fn split(&mut self) -> (RawSocket<'_, ClientTlsSession>, Option<&mut Deflate>) {
+        (
+            RawSocket {
+                tcp: &self.tcp,
+                tls: self.tls.as_deref_mut(),
+            },
+            self.deflate.as_deref_mut(),
+        )
     }
 
     pub(crate) fn raw_fd(&self) -> RawFd {
@@ -57,28 +77,25 @@ impl LinkStream {
 
 impl Read for LinkStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        #[cfg(feature = "tls")]
-        if let Some(conn) = &mut self.tls {
-            return tls_io::read(conn, &self.tcp, buf);
+        match self.split() {
+            (mut raw, Some(d)) => deflate::io::read(d, &mut raw, buf),
+            (mut raw, None) => raw.read(buf),
         }
-        (&self.tcp).read(buf)
     }
 }
 
 impl Write for LinkStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        #[cfg(feature = "tls")]
-        if let Some(conn) = &mut self.tls {
-            return tls_io::write(conn, &self.tcp, buf);
+        match self.split() {
+            (mut raw, Some(d)) => deflate::io::write(d, &mut raw, buf),
+            (mut raw, None) => raw.write(buf),
         }
-        (&self.tcp).write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        #[cfg(feature = "tls")]
-        if let Some(conn) = &mut self.tls {
-            return tls_io::write_pending(conn, &self.tcp);
+        match self.split() {
+            (mut raw, Some(d)) => deflate::io::flush(d, &mut raw),
+            (mut raw, None) => raw.flush(),
         }
-        (&self.tcp).flush()
     }
 }
 
@@ -94,6 +111,7 @@ pub(crate) struct Dialer {
     connect_timeout: Duration,
     handshake_timeout: Duration,
     max_message_size: usize,
+    compression: deflate::Settings,
 }
 
 impl Dialer {
@@ -137,6 +155,10 @@ impl Dialer {
             connect_timeout: config.connect_timeout,
             handshake_timeout: config.handshake_timeout,
             max_message_size: config.max_message_size,
+            compression: deflate::Settings {
+                enabled: config.compression,
+                ..deflate::Settings::default()
+            },
         })
     }
 
@@ -170,6 +192,7 @@ impl Dialer {
         Ok(LinkStream {
             tcp,
             tls: Some(Box::new(conn)),
+            deflate: None,
         })
     }
 
@@ -244,6 +267,10 @@ impl Dialer {
             v.set_sensitive(true);
             headers.insert("Authorization", v);
         }
+        if let Some(offer) = negotiate::client_offer(&self.compression) {
+            let v = HeaderValue::from_str(&offer).expect("our offer is ASCII");
+            headers.insert("Sec-WebSocket-Extensions", v);
+        }
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
             .max_message_size(Some(self.max_message_size))
@@ -252,7 +279,7 @@ impl Dialer {
         let mut ready = Vec::with_capacity(1);
         loop {
             match attempt {
-                Ok((ws, _response)) => return Ok(ws),
+                Ok((ws, response)) => return self.with_extensions(ws, &response),
                 Err(HandshakeError::Failure(e)) => return Err(self.upgrade_error(e)),
                 Err(HandshakeError::Interrupted(mid)) => {
                     if Instant::now() >= deadline {
@@ -271,6 +298,29 @@ impl Dialer {
                     attempt = mid.handshake();
                 }
             }
+        }
+    }
+
+    /// Turns on what the server's `Sec-WebSocket-Extensions` accepted; a handshake error
+    /// for an answer we cannot honour (RFC 7692 §5: the client fails the connection).
+    fn with_extensions(
+        &self,
+        mut ws: Socket,
+        response: &tungstenite::handshake::client::Response,
+    ) -> Result<Socket, Error> {
+        let answers = response
+            .headers()
+            .get_all(tungstenite::http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        match negotiate::client_accept(answers, &self.compression) {
+            Ok(Some(params)) => {
+                let d = Deflate::new(params, &self.compression, self.max_message_size);
+                ws.get_mut().deflate = Some(Box::new(d));
+                Ok(ws)
+            }
+            Ok(None) => Ok(ws),
+            Err(why) => Err(self.handshake_error(format!("permessage-deflate: {why}"))),
         }
     }
 

@@ -17,4 +17,4 @@ mod values;
 pub use checks::{MAX_ACTIONS_PER_CHANNEL, SHORT_KEY_CHARS};
 pub use load::default_path;
 pub use reader::LoadReport;
-pub use settings::{Config, DeliveryConfig, MetricsConfig, RateLimitConfig};
+pub use settings::{CompressionConfig, Config, DeliveryConfig, MetricsConfig, RateLimitConfig};

@@ -150,9 +150,45 @@ settings_table! {
         log_level: String = "info".into(), "LogLevel" => Kind::Level;
         /// `Metrics`: `GET /metrics`, Prometheus text (docs/behaviour.md, "Metrics").
         metrics: MetricsConfig = MetricsConfig::default(), "Metrics" => Kind::Section;
+        /// `Compression`: permessage-deflate (docs/behaviour.md, "Compression").
+        compression: CompressionConfig = CompressionConfig::default(), "Compression" => Kind::Section;
         /// `StatusPage` (true): `GET /` from a browser answers the built-in live status page
         /// (it logs in with a key over the WebSocket, like any client).
         status_page: bool = true, "StatusPage" => Kind::Flag;
+    }
+}
+
+settings_table! {
+    /// The `Compression` section: permessage-deflate (RFC 7692), negotiated with every
+    /// client that offers it (browsers, Python `websockets` and Node `ws` all do).
+    #[derive(Debug, Clone)]
+    #[non_exhaustive]
+    pub struct CompressionConfig {
+        /// `Enabled` (true): false declines every offer.
+        enabled: bool = true, "Enabled" => Kind::Flag;
+        /// `MinSize` (256): messages shorter than this many bytes go uncompressed.
+        min_size: usize = 256, "MinSize" => Kind::Int(0, 1 << 30);
+        /// `Level` (1): DEFLATE level, 1 (fastest) to 9 (smallest).
+        level: u32 = 1, "Level" => Kind::Int(1, 9);
+        /// `ContextTakeover` (false): keep the DEFLATE context between messages, both ways
+        /// (smaller messages, but every connection then holds a compressor of about 300 KiB
+        /// and an inflater of about 40 KiB for its whole life).
+        context_takeover: bool = false, "ContextTakeover" => Kind::Flag;
+        /// `MaxWindowBits` (15): the largest LZ77 window (2^bits bytes) our side uses.
+        max_window_bits: u32 = 15, "MaxWindowBits" => Kind::Int(8, 15);
+    }
+}
+
+impl CompressionConfig {
+    /// The settings a connection negotiates with.
+    pub(crate) fn settings(&self) -> crate::deflate::Settings {
+        crate::deflate::Settings {
+            enabled: self.enabled,
+            min_size: self.min_size,
+            level: self.level,
+            context_takeover: self.context_takeover,
+            max_window_bits: self.max_window_bits as u8,
+        }
     }
 }
 
@@ -233,6 +269,16 @@ fn read_nested<T: Default>(
 impl SettingValue for RateLimitConfig {
     fn parse(given: Given, _: &Kind, report: &mut LoadReport) -> Result<Self, Error> {
         read_nested(given, report, RateLimitConfig::read_rows)
+    }
+
+    fn show(&self, _: &Kind) -> serde_json::Value {
+        serde_json::Value::Object(self.show_rows())
+    }
+}
+
+impl SettingValue for CompressionConfig {
+    fn parse(given: Given, _: &Kind, report: &mut LoadReport) -> Result<Self, Error> {
+        read_nested(given, report, CompressionConfig::read_rows)
     }
 
     fn show(&self, _: &Kind) -> serde_json::Value {

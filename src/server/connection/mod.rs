@@ -109,6 +109,9 @@ fn run(
             // The handshake's deep frames are done with: an idle connection keeps only the
             // pages its loop uses.
             threads::release_stack_below();
+            shared
+                .compressed
+                .store(ws.get_ref().compressed(), Ordering::Relaxed);
             ctx.metrics
                 .total_connections
                 .fetch_add(1, Ordering::Relaxed);

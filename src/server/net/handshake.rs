@@ -19,6 +19,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{WebSocket, accept_hdr_with_config};
 
+use crate::deflate::{Deflate, negotiate};
 use crate::server::context::ServerContext;
 use crate::server::net::admission::{admit, offered_protocol, release_slot};
 use crate::server::net::endpoints::{self, Answer};
@@ -107,11 +108,25 @@ pub(crate) fn perform(
         },
     };
     stream.replay = head_bytes;
-    match upgrade(ctx, conn, stream, admitted.protocol.clone(), deadline) {
-        Some(ws) => Outcome::Upgraded {
-            ws: Box::new(ws),
-            identity: admitted.identity,
-        },
+    let settings = ctx.config.compression.settings();
+    let offers = head.extensions.iter().map(String::as_str);
+    let (params, answer) = negotiate::server_accept(offers, &settings).unzip();
+    let answer = Answered {
+        protocol: admitted.protocol.clone(),
+        extensions: answer,
+    };
+    match upgrade(ctx, conn, stream, answer, deadline) {
+        Some(mut ws) => {
+            if let Some(params) = params {
+                let max = ctx.config.max_message_size;
+                ws.get_mut()
+                    .start_deflate(Deflate::new(params, &settings, max));
+            }
+            Outcome::Upgraded {
+                ws: Box::new(ws),
+                identity: admitted.identity,
+            }
+        }
         None => {
             release_slot(ctx);
             conn.set_state(ConnState::Failed, &ctx.metrics);
@@ -200,8 +215,11 @@ fn close_for_browser(
         conn.peer
     );
     // A browser that offered our subprotocol fails the upgrade unless it is echoed.
-    let protocol = offered_protocol(&ctx.config, head);
-    if let Some(mut ws) = upgrade(ctx, conn, stream, protocol, deadline) {
+    let answer = Answered {
+        protocol: offered_protocol(&ctx.config, head),
+        extensions: None,
+    };
+    if let Some(mut ws) = upgrade(ctx, conn, stream, answer, deadline) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
@@ -338,13 +356,19 @@ fn read_head(
     }
 }
 
+/// What the 101 response names: the subprotocol and the extensions accepted.
+struct Answered {
+    protocol: Option<String>,
+    extensions: Option<String>,
+}
+
 /// tungstenite's handshake over the replayed head, resumed on WouldBlock until `deadline`.
 #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
 fn upgrade(
     ctx: &ServerContext,
     conn: &ConnectionHandle,
     stream: Transport,
-    protocol: Option<String>,
+    answer: Answered,
     deadline: Instant,
 ) -> Option<WebSocket<Transport>> {
     let fd = stream.raw_fd();
@@ -355,11 +379,15 @@ fn upgrade(
         .max_message_size(Some(ctx.config.max_message_size))
         .max_frame_size(Some(ctx.config.max_message_size));
     let callback = move |_req: &Request, mut resp: Response| {
-        if let Some(p) = protocol
-            && let Ok(v) = HeaderValue::from_str(&p)
-        {
-            resp.headers_mut()
-                .insert(tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL, v);
+        use tungstenite::http::header::{SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
+        let headers = resp.headers_mut();
+        for (name, value) in [
+            (SEC_WEBSOCKET_PROTOCOL, answer.protocol),
+            (SEC_WEBSOCKET_EXTENSIONS, answer.extensions),
+        ] {
+            if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert(name, v);
+            }
         }
         Ok(resp)
     };

@@ -21,6 +21,8 @@ pub(crate) struct RequestHead {
     /// The request carries an `Origin` header: a browser, which cannot read an HTTP
     /// refusal's status or body (it only sees close 1006).
     pub(crate) from_browser: bool,
+    /// Every `Sec-WebSocket-Extensions` header (permessage-deflate offers).
+    pub(crate) extensions: Vec<String>,
     /// `Accept` names `text/html`: a browser asking for a page.
     pub(crate) accepts_html: bool,
     /// What is wrong with the upgrade itself (HTTP version, `Sec-WebSocket-Key`,
@@ -146,6 +148,7 @@ pub(crate) fn parse_head(bytes: &[u8]) -> Result<RequestHead, String> {
         protocols,
         authorization: header("Authorization").map(text).collect(),
         from_browser: header("Origin").next().is_some(),
+        extensions: header("Sec-WebSocket-Extensions").map(text).collect(),
         accepts_html: header("Accept").any(|h| {
             text(h).split(',').any(|t| {
                 let media = t.split(';').next().unwrap_or("").trim();

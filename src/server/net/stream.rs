@@ -10,6 +10,14 @@ use std::sync::Arc;
 #[cfg(feature = "tls")]
 use std::time::Instant;
 
+use crate::deflate::{self, Deflate};
+use crate::raw_socket::RawSocket;
+
+/// The TLS session type of a server connection (none without the `tls` feature).
+#[cfg(feature = "tls")]
+type ServerTls = rustls::ServerConnection;
+#[cfg(not(feature = "tls"))]
+type ServerTls = crate::raw_socket::NoTls;
 #[cfg(feature = "tls")]
 use crate::tls_io;
 
@@ -18,12 +26,13 @@ use crate::tls_io;
 #[derive(Debug)]
 pub(crate) struct Transport {
     pub(super) tcp: Arc<TcpStream>,
-    #[cfg(feature = "tls")]
-    tls: Option<Box<rustls::ServerConnection>>,
+    tls: Option<Box<ServerTls>>,
     pub(super) replay: Vec<u8>,
     replay_pos: usize,
     /// The last write met a full socket (`WouldBlock`): output is waiting in tungstenite.
     last_write_blocked: bool,
+    /// permessage-deflate, once negotiated (between tungstenite and the socket).
+    deflate: Option<Box<Deflate>>,
 }
 
 impl Transport {
@@ -31,11 +40,11 @@ impl Transport {
     pub(super) fn new(tcp: Arc<TcpStream>) -> Transport {
         Transport {
             tcp,
-            #[cfg(feature = "tls")]
             tls: None,
             replay: Vec::new(),
             replay_pos: 0,
             last_write_blocked: false,
+            deflate: None,
         }
     }
 
@@ -52,6 +61,27 @@ impl Transport {
         Ok(())
     }
 
+    /// From now on messages go through permessage-deflate (after the upgrade negotiated it).
+    pub(crate) fn start_deflate(&mut self, deflate: Deflate) {
+        self.deflate = Some(Box::new(deflate));
+    }
+
+    /// Whether permessage-deflate is on.
+    pub(crate) fn compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// The socket (under TLS when there is TLS) and the deflate layer, borrowed apart.
+    fn split(&mut self) -> (RawSocket<'_, ServerTls>, Option<&mut Deflate>) {
+        (
+            RawSocket {
+                tcp: &self.tcp,
+                tls: self.tls.as_deref_mut(),
+            },
+            self.deflate.as_deref_mut(),
+        )
+    }
+
     /// The socket's descriptor, for `poll(2)`.
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         self.tcp.as_raw_fd()
@@ -66,7 +96,7 @@ impl Transport {
         if self.tls.as_ref().is_some_and(|c| c.wants_write()) {
             return true;
         }
-        self.last_write_blocked
+        self.last_write_blocked || self.deflate.as_ref().is_some_and(|d| d.has_output())
     }
 
     /// Ends our sending side: TLS close_notify (best effort), then the TCP half-close.
@@ -80,19 +110,17 @@ impl Transport {
     }
 
     fn write_through(&mut self, buf: &[u8]) -> io::Result<usize> {
-        #[cfg(feature = "tls")]
-        if let Some(conn) = &mut self.tls {
-            return tls_io::write(conn, &self.tcp, buf);
+        match self.split() {
+            (mut raw, Some(d)) => deflate::io::write(d, &mut raw, buf),
+            (mut raw, None) => raw.write(buf),
         }
-        (&*self.tcp).write(buf)
     }
 
     fn flush_through(&mut self) -> io::Result<()> {
-        #[cfg(feature = "tls")]
-        if let Some(conn) = &mut self.tls {
-            return tls_io::write_pending(conn, &self.tcp);
+        match self.split() {
+            (mut raw, Some(d)) => deflate::io::flush(d, &mut raw),
+            (mut raw, None) => raw.flush(),
         }
-        (&*self.tcp).flush()
     }
 }
 
@@ -108,11 +136,10 @@ impl Read for Transport {
             }
             return Ok(n);
         }
-        #[cfg(feature = "tls")]
-        if let Some(conn) = &mut self.tls {
-            return tls_io::read(conn, &self.tcp, buf);
+        match self.split() {
+            (mut raw, Some(d)) => deflate::io::read(d, &mut raw, buf),
+            (mut raw, None) => raw.read(buf),
         }
-        (&*self.tcp).read(buf)
     }
 }
 

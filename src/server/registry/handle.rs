@@ -71,6 +71,8 @@ pub(crate) struct ConnectionHandle {
     /// The client has sent an envelope message (command, ack, response): it speaks the
     /// envelope protocol, so LegacyStatusPush no longer sends it bare status objects.
     pub(crate) spoke_envelope: AtomicBool,
+    /// permessage-deflate was negotiated (thread dump, `/metrics`).
+    pub(crate) compressed: AtomicBool,
 }
 
 /// The client's queue is over OutboundQueueLimit.
@@ -102,6 +104,7 @@ impl ConnectionHandle {
             corked: Mutex::new(Vec::new()),
             awaiting_flush: AtomicBool::new(false),
             spoke_envelope: AtomicBool::new(false),
+            compressed: AtomicBool::new(false),
         }
     }
 

@@ -322,6 +322,9 @@ impl ThreadRegistry {
                             v["role_of_client"] = json!(id.role.as_str());
                         }
                         v["queued"] = json!(c.queued());
+                        if c.compressed.load(Ordering::Relaxed) {
+                            v["compression"] = json!("permessage-deflate");
+                        }
                         c.last_activity_ms.load(Ordering::Relaxed)
                     }
                     None => e.tag.last_activity_ms.load(Ordering::Relaxed),
