@@ -18,6 +18,11 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::protocol::{Role, WebSocket};
 
+/// A server with compression on, whatever HWS_COMPRESSION says.
+fn compressing() -> hydrogen_ws::Server {
+    start_with(|c| c.compression.enabled = true)
+}
+
 fn python() -> String {
     std::env::var("HWS_PYTHON").unwrap_or_else(|_| "python3".into())
 }
@@ -102,7 +107,7 @@ fn deflate(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn responses_are_compressed_on_the_wire_and_small_ones_are_not() {
-    let server = start();
+    let server = compressing();
     let (mut tcp, head) = raw_upgrade(
         server.bound_addr(),
         ADMIN_KEY,
@@ -199,7 +204,7 @@ fn a_decompression_bomb_closes_1009_and_holds_no_memory() {
 #[test]
 fn our_client_and_python_websockets_compress_both_ways() {
     // Our client against our server: the admin's dump shows the connection compressed.
-    let server = start();
+    let server = compressing();
     let mut cfg = ClientConfig::new(format!("ws://{}/", server.bound_addr()));
     cfg.credentials = Some(Credentials::key(ADMIN_KEY));
     let client = Client::connect(cfg).unwrap();
@@ -253,7 +258,7 @@ fn our_client_and_python_websockets_compress_both_ways() {
 
 #[test]
 fn python_websockets_negotiates_with_our_server() {
-    let server = start();
+    let server = compressing();
     let mut py = Command::new(python())
         .args([
             SCRIPT,
@@ -291,4 +296,15 @@ fn python_websockets_negotiates_with_our_server() {
     assert_eq!(event["detail"].as_str().unwrap().len(), 2000);
     let status = py.wait().unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn invalid_deflate_data_closes_1002() {
+    let server = compressing();
+    let (mut tcp, _) = raw_upgrade(server.bound_addr(), ADMIN_KEY, "permessage-deflate");
+    // A block type of 3 (reserved) in the first byte: not DEFLATE.
+    send_frame(&mut tcp, true, &[0xff, 0xff, 0xff, 0x00, 0x12]);
+    let mut ws = WebSocket::from_raw_socket(tcp, Role::Client, None);
+    let close = expect_close(&mut ws).expect("a close frame");
+    assert_eq!(u16::from(close.code), 1002, "{close:?}");
 }

@@ -96,7 +96,11 @@ async function statusPage(url, executablePath, adminKey, serviceKey, screenshot)
     await page.waitForFunction((n) => Number(document.querySelector("#connections").textContent) === n,
       { timeout: WAIT_MS }, before + 1);
     const after = Number(await page.$eval("#connections", (e) => e.textContent));
-    await page.waitForFunction(() => document.querySelectorAll("#connection-list tr").length >= 2, { timeout: WAIT_MS });
+    // The list comes from system/threads every 3 s: wait for both rows past their handshake.
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll("#connection-list tr")];
+      return rows.length >= 2 && rows.every((tr) => tr.children[4].textContent === "connected");
+    }, { timeout: WAIT_MS });
     const rows = await page.$$eval("#connection-list tr", (trs) => trs.map((tr) => tr.textContent));
     await page.type("#channel", "print");
     await page.click("#subscribe-button");
