@@ -194,6 +194,14 @@ fn the_status_page_logs_in_and_shows_the_server_live() {
         r["event"].as_str().unwrap().contains("print/progress"),
         "{r}"
     );
+    // Chromium and Node's ws both offer permessage-deflate; the server takes it unless the
+    // suite runs with it declined.
+    let expected = if std::env::var("HWS_COMPRESSION").as_deref() == Ok("off") {
+        0
+    } else {
+        2
+    };
+    assert_eq!(r["compressed"], expected, "{r}");
     assert_eq!(r["keyStored"], true, "{r}");
     assert_eq!(r["keyInUrl"], false, "{r}");
     assert!(r["memory"].as_str().unwrap().ends_with("iB"), "{r}");

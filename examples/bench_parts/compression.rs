@@ -18,20 +18,34 @@ use serde_json::json;
 const KEY: &str = "bench-compression-key-0123456789";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// One row: bytes the client received, off and on.
+/// One row: bytes the client received, off, on (defaults), and on with context takeover.
 pub struct WireRow {
     pub what: &'static str,
     pub off: u64,
     pub on: u64,
+    pub takeover: u64,
+}
+
+/// How a stream is measured.
+#[derive(Clone, Copy)]
+enum Mode {
+    Off,
+    On,
+    ContextTakeover,
 }
 
 fn server(status_ms: Option<u64>) -> Server {
+    server_with(status_ms, Mode::On)
+}
+
+fn server_with(status_ms: Option<u64>, mode: Mode) -> Server {
     let mut c = Config::default();
     c.port = 0;
     c.interface = "127.0.0.1".parse().unwrap();
     c.keys = vec![ApiKey::new("bench", Secret::new(KEY), Role::Admin)];
     c.status_interval = status_ms.map(Duration::from_millis);
     c.rate_limit.messages_per_second = 0;
+    c.compression.context_takeover = matches!(mode, Mode::ContextTakeover);
     Server::start(c).unwrap()
 }
 
@@ -70,9 +84,14 @@ fn counting_proxy(to: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
 }
 
 fn client(addr: SocketAddr, compression: bool) -> Client {
+    client_with(addr, if compression { Mode::On } else { Mode::Off })
+}
+
+fn client_with(addr: SocketAddr, mode: Mode) -> Client {
     let mut cfg = ClientConfig::new(format!("ws://{addr}/"));
     cfg.credentials = Some(Credentials::key(KEY));
-    cfg.compression = compression;
+    cfg.compression = !matches!(mode, Mode::Off);
+    cfg.compression_context_takeover = matches!(mode, Mode::ContextTakeover);
     cfg.reconnect.enabled = false;
     Client::connect(cfg).unwrap()
 }
@@ -89,10 +108,10 @@ fn progress(i: u64) -> serde_json::Value {
 
 /// Bytes the client received for `count` status events (at 100 ms instead of 1 s: one
 /// minute of the default stream in 6 s).
-fn status_stream(compression: bool, count: usize) -> u64 {
-    let server = server(Some(100));
+fn status_stream(mode: Mode, count: usize) -> u64 {
+    let server = server_with(Some(100), mode);
     let (proxy, down) = counting_proxy(server.bound_addr());
-    let c = client(proxy, compression);
+    let c = client_with(proxy, mode);
     let sub = c.subscribe("system").unwrap();
     let start = down.load(Ordering::Relaxed);
     for _ in 0..count {
@@ -102,10 +121,10 @@ fn status_stream(compression: bool, count: usize) -> u64 {
 }
 
 /// Bytes the client received for `count` progress events.
-fn progress_stream(compression: bool, count: u64) -> u64 {
-    let server = server(None);
+fn progress_stream(mode: Mode, count: u64) -> u64 {
+    let server = server_with(None, mode);
     let (proxy, down) = counting_proxy(server.bound_addr());
-    let c = client(proxy, compression);
+    let c = client_with(proxy, mode);
     let sub = c.subscribe("print").unwrap();
     let start = down.load(Ordering::Relaxed);
     let publisher = server.publisher();
@@ -120,13 +139,15 @@ pub fn wire_rows() -> Vec<WireRow> {
     vec![
         WireRow {
             what: "one minute of system/status (60 events)",
-            off: status_stream(false, 60),
-            on: status_stream(true, 60),
+            off: status_stream(Mode::Off, 60),
+            on: status_stream(Mode::On, 60),
+            takeover: status_stream(Mode::ContextTakeover, 60),
         },
         WireRow {
             what: "600 print/progress events (~450 B each)",
-            off: progress_stream(false, 600),
-            on: progress_stream(true, 600),
+            off: progress_stream(Mode::Off, 600),
+            on: progress_stream(Mode::On, 600),
+            takeover: progress_stream(Mode::ContextTakeover, 600),
         },
     ]
 }

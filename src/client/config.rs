@@ -156,6 +156,10 @@ pub struct ClientConfig {
     /// messages of 256 bytes or more are compressed at level 1, without context takeover
     /// either way (no DEFLATE state is held between messages).
     pub compression: bool,
+    /// With `compression`, ask for DEFLATE context takeover both ways: smaller messages when
+    /// consecutive ones repeat each other, for a compressor (about 300 KiB) and an inflater
+    /// (about 40 KiB) held on each side for the connection's life. Default false.
+    pub compression_context_takeover: bool,
 }
 
 impl ClientConfig {
@@ -177,6 +181,7 @@ impl ClientConfig {
             tls_roots: TlsRoots::System,
             max_message_size: 16 << 20,
             compression: true,
+            compression_context_takeover: false,
         }
     }
 

@@ -157,6 +157,7 @@ impl Dialer {
             max_message_size: config.max_message_size,
             compression: deflate::Settings {
                 enabled: config.compression,
+                context_takeover: config.compression_context_takeover,
                 ..deflate::Settings::default()
             },
         })

@@ -15,8 +15,21 @@ use super::pool;
 
 /// What RFC 7692 §7.2.1 removes from the end of every compressed message.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-/// Inflated bytes are produced this many at a time (on the stack).
+/// Inflated bytes are produced at most this many at a time (into the message's own buffer,
+/// never past its budget).
 const INFLATE_CHUNK: usize = 8 * 1024;
+/// A buffer emptied with more capacity than this is given back, so a connection that once
+/// carried a large message does not keep its size.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
+/// Empties `v`, keeping at most [`KEEP_CAPACITY`] of capacity.
+fn empty(v: &mut Vec<u8>) {
+    if v.capacity() > KEEP_CAPACITY {
+        *v = Vec::new();
+    } else {
+        v.clear();
+    }
+}
 
 /// One connection's permessage-deflate state.
 #[derive(Debug)]
@@ -118,7 +131,11 @@ impl Deflate {
         while let Some(len) = self.next_inbound_frame(pos) {
             pos += len;
         }
-        self.inbound.raw.drain(..pos);
+        if pos == self.inbound.raw.len() {
+            empty(&mut self.inbound.raw);
+        } else {
+            self.inbound.raw.drain(..pos);
+        }
         if self.inbound.passthrough || self.inbound.refused {
             let rest = std::mem::take(&mut self.inbound.raw);
             if !self.inbound.refused {
@@ -258,7 +275,11 @@ impl Deflate {
             self.outbound_frame(header, pos, header_len, total);
             pos += total;
         }
-        self.outbound.raw.drain(..pos);
+        if pos == self.outbound.raw.len() {
+            empty(&mut self.outbound.raw);
+        } else {
+            self.outbound.raw.drain(..pos);
+        }
     }
 
     /// Bytes ready for the socket (after [`Deflate::take_output`]); `consume` them once
@@ -271,7 +292,7 @@ impl Deflate {
     pub(crate) fn consume(&mut self, n: usize) {
         self.outbound.ready_pos += n;
         if self.outbound.ready_pos >= self.outbound.ready.len() {
-            self.outbound.ready.clear();
+            empty(&mut self.outbound.ready);
             self.outbound.ready_pos = 0;
         }
     }
@@ -348,7 +369,7 @@ fn take_ready(ready: &mut Vec<u8>, pos: &mut usize, buf: &mut [u8]) -> usize {
     buf[..n].copy_from_slice(&ready[*pos..*pos + n]);
     *pos += n;
     if *pos == ready.len() {
-        ready.clear();
+        empty(ready);
         *pos = 0;
     }
     n
@@ -362,19 +383,21 @@ fn inflate_into(
     out: &mut Vec<u8>,
     budget: usize,
 ) -> Result<bool, Inflated> {
-    let mut chunk = [0u8; INFLATE_CHUNK];
     loop {
+        // Room for one more chunk, never past the budget (plus one byte, to notice).
+        let room = INFLATE_CHUNK.min(budget + 1 - out.len().min(budget));
         let (in_before, out_before) = (d.total_in(), d.total_out());
-        let status = d
-            .decompress(input, &mut chunk, FlushDecompress::Sync)
-            .map_err(|_| Inflated::Corrupt)?;
+        let len = out.len();
+        out.resize(len + room, 0);
+        let status = d.decompress(input, &mut out[len..], FlushDecompress::Sync);
+        out.truncate(len + (d.total_out() - out_before) as usize);
+        let status = status.map_err(|_| Inflated::Corrupt)?;
         let consumed = (d.total_in() - in_before) as usize;
         let produced = (d.total_out() - out_before) as usize;
         input = &input[consumed..];
-        if out.len() + produced > budget {
+        if out.len() > budget {
             return Err(Inflated::TooLarge);
         }
-        out.extend_from_slice(&chunk[..produced]);
         if status == Status::StreamEnd {
             return if input.is_empty() {
                 Ok(true)
@@ -382,7 +405,7 @@ fn inflate_into(
                 Err(Inflated::Corrupt)
             };
         }
-        if (input.is_empty() && produced < chunk.len()) || (consumed == 0 && produced == 0) {
+        if (input.is_empty() && produced < room) || (consumed == 0 && produced == 0) {
             return Ok(false);
         }
     }

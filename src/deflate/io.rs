@@ -10,19 +10,20 @@ use super::codec::Deflate;
 /// caller stops producing until the socket takes it).
 const OUTPUT_CAP: usize = 64 * 1024;
 
-/// Reads from `inner` until frames for tungstenite are ready, then hands them over.
+/// Reads from `inner` until frames for tungstenite are ready, then hands them over. The
+/// socket's bytes are read into `buf` itself (tungstenite's read buffer) before they are
+/// taken in, so no buffer of this layer's own sits on the connection thread's stack.
 pub(crate) fn read(d: &mut Deflate, inner: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut chunk = [0u8; 4096];
     loop {
         let n = d.read_ready(buf);
         if n > 0 || buf.is_empty() {
             return Ok(n);
         }
-        let got = inner.read(&mut chunk)?;
+        let got = inner.read(buf)?;
         if got == 0 {
             return Ok(0);
         }
-        d.take_input(&chunk[..got]);
+        d.take_input(&buf[..got]);
     }
 }
 

@@ -111,11 +111,14 @@ async function statusPage(url, executablePath, adminKey, serviceKey, screenshot)
     await page.waitForFunction((m) => document.querySelector("#events").textContent.includes(m),
       { timeout: WAIT_MS }, marker);
     const event = await page.$eval("#events li", (li) => li.textContent);
+    // The page's own command function: which connections negotiated permessage-deflate.
+    const compressed = await page.evaluate(async () => (await send("system", "threads")).threads
+      .filter((t) => t.compression === "permessage-deflate").length);
     const stored = await page.evaluate(() => sessionStorage.getItem("hydrogen-ws-key"));
     const href = await page.evaluate(() => location.href);
     await page.screenshot({ path: screenshot, fullPage: true });
     client.close();
-    return { before, after, rows, published, event, marker, keyStored: stored === adminKey,
+    return { before, after, rows, published, event, marker, compressed, keyStored: stored === adminKey,
              keyInUrl: href.includes(adminKey), memory: await page.$eval("#memory", (e) => e.textContent),
              threads: await page.$eval("#threads", (e) => e.textContent) };
   } finally {
