@@ -47,7 +47,8 @@ struct Inbound {
     raw: Vec<u8>,
     ready: Vec<u8>,
     ready_pos: usize,
-    /// Kept between frames of a message, and between messages with peer context takeover.
+    /// Kept between frames of a message, and between messages with peer context takeover;
+    /// otherwise dropped at the message's end.
     inflater: Option<Decompress>,
     /// Inside a compressed message (its first frame had RSV1): its inflated length so far.
     message: Option<usize>,
@@ -245,15 +246,15 @@ impl Deflate {
                 Err(outcome) => return outcome,
             }
         }
+        // Kept only for this connection's own next frame or message; never shared (its
+        // window holds this client's plaintext, see `pool`).
         if !last || (self.params.peer_context_takeover && !ended) {
             self.inbound.inflater = Some(inflater);
-        } else if !ended {
-            pool::give_back_inflater(inflater);
         }
         Inflated::Data(out)
     }
 
-    /// Forgets the inflater of a message that did not end cleanly (dropped, not reused).
+    /// Forgets the inflater of a message that did not end cleanly.
     fn drop_inflater(&mut self) {
         self.inbound.inflater = None;
     }
@@ -576,5 +577,50 @@ mod tests {
         let mut got = vec![0u8; 64 * 1024];
         let n = client.read_ready(&mut got);
         assert_eq!(parse_all(&got[..n])[0].1, text);
+    }
+}
+
+#[cfg(test)]
+mod isolation {
+    use super::*;
+
+    /// The `deflate` fuzz target's find: an input that inflates "successfully" but leaves the
+    /// inflater inside a block. With inflaters pooled, the next connection's well-formed
+    /// message was decoded from that state (garbage, or another client's window). Now no
+    /// inflater outlives its connection's message.
+    #[test]
+    fn one_clients_message_cannot_disturb_the_next_clients() {
+        let seed = include_bytes!("../../tests/fuzz/seeds/deflate/pooled-inflater-left-mid-block");
+        let p = Params {
+            own_window_bits: 15,
+            own_context_takeover: false,
+            peer_context_takeover: false,
+        };
+        let s = Settings {
+            min_size: 0,
+            ..Settings::default()
+        };
+        for _ in 0..3 {
+            let mut hostile = Deflate::new(p, &s, 1 << 20);
+            hostile.take_input(&seed[1..]);
+            let mut sink = [0u8; 4096];
+            while hostile.read_ready(&mut sink) > 0 {}
+        }
+        let text =
+            b"{\"type\":\"command\",\"id\":\"2\",\"channel\":\"system\",\"action\":\"auth\"}"
+                .repeat(4);
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        let mut frame = Vec::new();
+        push_frame(&mut frame, header, text.clone());
+        let mut sender = Deflate::new(p, &s, 1 << 20);
+        sender.take_output(&frame);
+        let mut innocent = Deflate::new(p, &s, 1 << 20);
+        innocent.take_input(sender.output());
+        let mut got = vec![0u8; 4096];
+        let n = innocent.read_ready(&mut got);
+        assert_eq!(&got[..n], &frame[..]);
     }
 }

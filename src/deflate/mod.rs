@@ -20,4 +20,6 @@ mod params;
 mod pool;
 
 pub(crate) use codec::Deflate;
+#[cfg(feature = "fuzzing")]
+pub(crate) use params::Params;
 pub(crate) use params::Settings;

@@ -1,7 +1,13 @@
 //! Compressors and inflaters are large (miniz_oxide's compressor is about 300 KiB, its
 //! inflater about 40 KiB) and zeroed when made, so a connection without context takeover
-//! borrows one for a message and gives it back: a few are kept for the whole process, and
-//! an idle connection holds none. New ones are made on a short-lived thread with a large
+//! borrows a compressor for a message and gives it back: a few are kept for the whole
+//! process, and an idle connection holds none. Sharing is safe for compressors only: each
+//! message ends with a full flush, which empties the dictionary, and a compressor only ever
+//! encodes our own messages. Inflaters are never shared: an inflater's window holds the
+//! plaintext of the client that used it, and a crafted message from the next client could
+//! copy it out with back-references (found by the `deflate` fuzz target, which caught a
+//! pooled inflater left mid-block). Each compressed message from a client without context
+//! takeover gets a new one (client messages are few: commands, under the rate limit). New ones are made on a short-lived thread with a large
 //! stack: miniz_oxide builds its state on the stack before boxing it (unoptimised builds
 //! most of all), which a connection thread's small stack (ThreadStackSize) cannot hold.
 #![forbid(unsafe_code)]
@@ -13,7 +19,6 @@ use parking_lot::Mutex;
 const KEPT: usize = 4;
 
 static COMPRESSORS: Mutex<Vec<(u32, Compress)>> = Mutex::new(Vec::new());
-static INFLATERS: Mutex<Vec<Decompress>> = Mutex::new(Vec::new());
 
 /// Stack of the thread that makes a compressor or inflater.
 const MAKER_STACK: usize = 2 << 20;
@@ -53,18 +58,7 @@ pub(super) fn give_back_compressor(level: u32, c: Compress) {
     }
 }
 
-/// A raw-DEFLATE inflater, at a block boundary.
+/// A new raw-DEFLATE inflater.
 pub(super) fn inflater() -> Decompress {
-    let kept = INFLATERS.lock().pop();
-    kept.unwrap_or_else(|| on_a_big_stack(|| Decompress::new(false)))
-}
-
-/// Gives `d` back for the next message. It must have stopped at a message's end (after the
-/// sync-flush tail, not after a final block): the next message then starts with a new
-/// block, and without context takeover it never refers into the window left behind.
-pub(super) fn give_back_inflater(d: Decompress) {
-    let mut pool = INFLATERS.lock();
-    if pool.len() < KEPT {
-        pool.push(d);
-    }
+    on_a_big_stack(|| Decompress::new(false))
 }
