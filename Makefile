@@ -57,6 +57,7 @@ test: $(VENV)/.installed $(WEBSOCAT) $(NODE_DIR)/node_modules/.installed
 	@command -v jq >/dev/null || (apt-get update && apt-get install -y jq)  # Hydrogen's status test pipes to jq
 	@command -v systemd-analyze >/dev/null || (apt-get update && apt-get install -y systemd)  # tests/install.rs verifies the unit
 	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)  # tests/browsers.rs
+	@command -v mosquitto >/dev/null && command -v mosquitto_pub >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto mosquitto-clients)  # tests/mqtt.rs
 	HWS_PYTHON=$(VENV_PY) HWS_WEBSOCAT=$(abspath $(WEBSOCAT)) HWS_BROWSERS=1 HWS_CHROMIUM=$$(command -v chromium) $(CARGO) test --no-fail-fast  # every test binary runs, even after a failure
 	# and every integration test again with permessage-deflate declined by the server (issue #16)
 	HWS_COMPRESSION=off HWS_PYTHON=$(VENV_PY) HWS_WEBSOCAT=$(abspath $(WEBSOCAT)) HWS_BROWSERS=1 HWS_CHROMIUM=$$(command -v chromium) $(CARGO) test --no-fail-fast --tests

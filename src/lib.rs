@@ -78,5 +78,7 @@ pub use server::{Event, JwtConfig, Priority, Publisher, SessionTokenConfig, Stat
 
 /// The parts of a [`Status`] (what `system/status` answers, typed).
 pub mod status {
-    pub use crate::server::{EventFigures, ProcessStatus, ServiceFigures, SystemInfo};
+    pub use crate::server::{
+        BridgeStatus, EventFigures, ProcessStatus, ServiceFigures, SystemInfo,
+    };
 }

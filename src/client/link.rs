@@ -4,9 +4,8 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,18 +16,15 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 
 use super::config::{ClientConfig, Credentials};
+use super::dial::{self, ClientTlsSession};
 use super::tls::{self, ClientTls};
 use crate::deflate::{self, Deflate, negotiate};
-use crate::error::{Error, Timeout};
+use crate::error::Error;
 use crate::raw_socket::RawSocket;
-#[cfg(feature = "tls")]
-use crate::tls_io;
 use crate::wake::{self, Interest};
 
 /// tungstenite's read buffer per client (its default of 128 KiB is allocated eagerly).
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-/// Stack of the name-lookup thread (getaddrinfo and its NSS modules need more than a little).
-const RESOLVER_STACK_BYTES: usize = 128 * 1024;
 
 /// The socket under a client's WebSocket: plain TCP or rustls over it.
 #[derive(Debug)]
@@ -38,12 +34,6 @@ pub(crate) struct LinkStream {
     /// permessage-deflate, when the server accepted our offer.
     deflate: Option<Box<Deflate>>,
 }
-
-/// The TLS session type of a link (none without the `tls` feature).
-#[cfg(feature = "tls")]
-type ClientTlsSession = rustls::ClientConnection;
-#[cfg(not(feature = "tls"))]
-type ClientTlsSession = crate::raw_socket::NoTls;
 
 impl LinkStream {
     fn plain(tcp: TcpStream) -> LinkStream {
@@ -178,69 +168,23 @@ impl Dialer {
     }
 
     /// The TLS handshake over `tcp`, verifying the server's name against the host.
-    #[cfg(feature = "tls")]
     fn secure(
         &self,
         config: &ClientTls,
         tcp: TcpStream,
         deadline: Instant,
     ) -> Result<LinkStream, Error> {
-        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-            .map_err(|e| Error::InvalidArgument(format!("bad host {:?}: {e}", self.host)))?;
-        let mut conn = rustls::ClientConnection::new(config.clone(), name)
-            .map_err(|e| self.handshake_error(format!("TLS: {e}")))?;
-        tls_io::handshake(&mut conn, &tcp, deadline).map_err(|why| self.handshake_error(why))?;
+        let tls = dial::tls_handshake(config, &tcp, &self.host, deadline)
+            .map_err(|e| e.unwrap_or_else(|why| self.handshake_error(why)))?;
         Ok(LinkStream {
             tcp,
-            tls: Some(Box::new(conn)),
+            tls: Some(tls),
             deflate: None,
         })
     }
 
-    #[cfg(not(feature = "tls"))]
-    fn secure(&self, config: &ClientTls, _: TcpStream, _: Instant) -> Result<LinkStream, Error> {
-        match *config {}
-    }
-
     fn connect_tcp(&self) -> Result<TcpStream, Error> {
-        let addrs = self.resolve()?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(tcp) => return Ok(tcp),
-                Err(e) => last = e,
-            }
-        }
-        Err(self.connect_error(last))
-    }
-
-    /// The host's addresses. An IP literal needs no lookup; a name is looked up on a
-    /// short-lived `hwc-resolve` thread so that the lookup, which the system resolver may
-    /// block for many seconds, is bounded by `connect_timeout` like the connect itself. A
-    /// lookup that runs past it is abandoned: its thread ends when the resolver returns.
-    fn resolve(&self) -> Result<Vec<SocketAddr>, Error> {
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, self.port)]);
-        }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let (host, port) = (self.host.clone(), self.port);
-        thread::Builder::new()
-            .name("hwc-resolve".into())
-            .stack_size(RESOLVER_STACK_BYTES)
-            .spawn(move || {
-                let found = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(|a| a.collect::<Vec<_>>());
-                let _ = tx.send(found);
-            })
-            .map_err(|e| self.connect_error(e))?;
-        match rx.recv_timeout(self.connect_timeout) {
-            Ok(found) => found.map_err(|e| self.connect_error(e)),
-            Err(_) => Err(Error::Timeout(Timeout::Lookup {
-                host: self.host.clone(),
-                waited: self.connect_timeout,
-            })),
-        }
+        dial::connect_tcp(&self.url, &self.host, self.port, self.connect_timeout)
     }
 
     fn upgrade(

@@ -30,13 +30,14 @@
 
 mod callbacks;
 mod config;
+pub(crate) mod dial;
 mod heartbeat;
 mod io;
 mod link;
-mod reconnect;
+pub(crate) mod reconnect;
 mod shared;
 mod subscription;
-mod tls;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -104,7 +104,7 @@ fn sleep_unless_stopped(shared: &Shared, delay: Duration) -> bool {
 }
 
 /// A random number in `0.0..1.0` for the jitter (from the operating system's generator).
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 4];
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);

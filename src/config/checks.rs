@@ -87,6 +87,14 @@ impl Config {
         if self.session_tokens.is_some() && !cfg!(feature = "jwt") {
             return Err(missing("SessionTokens", "jwt"));
         }
+        let mqtts = self
+            .mqtt
+            .as_ref()
+            .and_then(|m| m.broker().ok())
+            .is_some_and(|b| b.tls);
+        if mqtts && !cfg!(feature = "tls") {
+            return Err(missing("Mqtt.Url", "tls"));
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 
 mod checks;
 mod load;
+mod mqtt;
 mod reader;
 mod settings;
 mod table;
@@ -16,5 +17,6 @@ mod values;
 
 pub use checks::{MAX_ACTIONS_PER_CHANNEL, SHORT_KEY_CHARS};
 pub use load::default_path;
+pub use mqtt::{MqttConfig, MqttUrl};
 pub use reader::LoadReport;
 pub use settings::{CompressionConfig, Config, DeliveryConfig, MetricsConfig, RateLimitConfig};

@@ -155,6 +155,8 @@ settings_table! {
         /// `StatusPage` (true): `GET /` from a browser answers the built-in live status page
         /// (it logs in with a key over the WebSocket, like any client).
         status_page: bool = true, "StatusPage" => Kind::Flag;
+        /// `Mqtt` (off): the bridge to an MQTT broker (docs/behaviour.md, "MQTT bridge").
+        mqtt: Option<crate::config::mqtt::MqttConfig> = None, "Mqtt" => Kind::Section;
     }
 }
 

@@ -45,6 +45,10 @@ pub(crate) enum Kind {
     Jwt,
     /// The `SessionTokens` object.
     SessionTokens,
+    /// A secret string (a password): shown redacted.
+    Secret,
+    /// A role name: viewer, operator, service, admin.
+    Role,
 }
 
 /// A field type of the settings table.

@@ -1,6 +1,7 @@
 //! The server: [`Server::start`] binds, starts the accept thread and the worker pool, and
 //! returns the running [`Server`] to register handlers, publish, read status, and shut down.
 
+mod bridge;
 mod connection;
 pub(crate) mod context;
 mod dispatch;
@@ -30,7 +31,9 @@ pub use security::identity::{ApiKey, AuthMethod, Identity, Role, Secret};
 pub use security::jwt::JwtConfig;
 pub use security::session_tokens::SessionTokenConfig;
 pub use shutdown::ShutdownReport;
-pub use status_types::{EventFigures, ProcessStatus, ServiceFigures, Status, SystemInfo};
+pub use status_types::{
+    BridgeStatus, EventFigures, ProcessStatus, ServiceFigures, Status, SystemInfo,
+};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -223,7 +226,7 @@ impl Server {
                 move |_tag| flush_ctx.flusher.run(),
             )
             .map_err(|e| Error::io("starting the flush thread", e))?;
-        Ok(())
+        bridge::start(ctx)
     }
 
     /// The first address the server listens on (with the port actually bound).

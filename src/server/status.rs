@@ -15,7 +15,7 @@ use crate::server::registry::handle::ConnectionHandle;
 use crate::server::registry::state::ConnState;
 use crate::server::runtime::sampler::uname;
 use crate::server::runtime::threads::{Activity, ThreadRole, ThreadTag};
-use crate::server::status_types::{ProcessStatus, Status};
+use crate::server::status_types::{BridgeStatus, ProcessStatus, Status};
 
 /// The status object (docs/protocol.md §3) with extra fields: bound port, connections by state,
 /// traffic, rejections by reason.
@@ -73,7 +73,23 @@ pub(crate) fn status_object(ctx: &ServerContext) -> Status {
         blocked_addresses: ctx.limits.blocked_count(),
         events: ctx.events.figures(),
         services: ctx.services.figures(),
+        mqtt: bridge_status(ctx),
     }
+}
+
+/// The bridge's figures, when it runs.
+fn bridge_status(ctx: &ServerContext) -> Option<BridgeStatus> {
+    let tap = ctx.events.tap.get()?;
+    let figures = &ctx.metrics.bridge;
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    Some(BridgeStatus {
+        connected: figures.connected.load(std::sync::atomic::Ordering::Relaxed),
+        connects: count(&figures.connects),
+        events_sent: count(&figures.events_sent),
+        events_buffered: tap.len(),
+        events_dropped: count(&tap.dropped),
+        commands: count(&figures.commands),
+    })
 }
 
 /// The status object as JSON, for the wire.

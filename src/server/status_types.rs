@@ -50,6 +50,9 @@ pub struct Status {
     pub events: EventFigures,
     /// Service connections and the commands forwarded to them.
     pub services: ServiceFigures,
+    /// The MQTT bridge, when the config has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<BridgeStatus>,
 }
 
 /// The kernel's `uname(2)` fields.
@@ -133,4 +136,22 @@ pub struct ServiceFigures {
     pub forwarded_commands: u64,
     /// Forwarded commands still waiting for an answer.
     pub forwarded_pending: usize,
+}
+
+/// The MQTT bridge (docs/behaviour.md, "MQTT bridge").
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeStatus {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Connections made to the broker since start.
+    pub connects: u64,
+    /// Events published to the broker (at QoS 1: acknowledged by it).
+    pub events_sent: u64,
+    /// Events waiting for the broker (it is away or slow).
+    pub events_buffered: usize,
+    /// Events dropped because more than BufferEvents waited.
+    pub events_dropped: u64,
+    /// Requests received on `<prefix>/request`.
+    pub commands: u64,
 }

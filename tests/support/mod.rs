@@ -2,6 +2,7 @@
 //! over real sockets with tungstenite's client or raw TCP.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod process;
 pub mod proxy;
 

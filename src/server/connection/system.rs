@@ -32,7 +32,7 @@ impl Connection {
             .session
             .clone()
             .expect("authenticated connections have a session");
-        let result = answer(&self.ctx, &self.shared, identity, &session, &cmd);
+        let result = answer(&self.ctx, &self.shared, identity, Some(&session), &cmd);
         self.send(match result {
             Ok(data) => message::response_ok(&to, &data),
             Err(err) => message::response_error(&to, &err),
@@ -129,12 +129,46 @@ impl Connection {
     }
 }
 
-/// Answers a stateless `system` action (the caller's role was checked).
-fn answer(
+/// Answers a stateless `system` action (the caller's role was checked). Without a session
+/// (a command through the MQTT bridge) the actions that need one — subscriptions and
+/// service registration — are refused with `unknown_action`.
+pub(crate) fn answer(
     ctx: &ServerContext,
     caller: &Arc<ConnectionHandle>,
     identity: &Identity,
-    session: &Arc<Session>,
+    session: Option<&Arc<Session>>,
+    cmd: &Command,
+) -> Result<Value, WireError> {
+    let Some(session) = session else {
+        return match cmd.action.as_str() {
+            "subscribe" | "unsubscribe" | "register" | "auth" | "resume" => Err(WireError::new(
+                ErrorCode::UnknownAction,
+                format!(
+                    "system/{} needs a WebSocket session; it is not available here",
+                    cmd.action
+                ),
+            )),
+            _ => answer_stateless(ctx, caller, identity, cmd),
+        };
+    };
+    match cmd.action.as_str() {
+        "subscribe" => {
+            ctx.events
+                .subscribe(session, &cmd.data, ctx.config.max_channels_per_session)
+        }
+        "unsubscribe" => ctx.events.unsubscribe(session, &cmd.data),
+        "register" => ctx
+            .services
+            .register(|c| ctx.dispatch.has_handler(c), caller, &cmd.data),
+        _ => answer_stateless(ctx, caller, identity, cmd),
+    }
+}
+
+/// The `system` actions that need no session.
+fn answer_stateless(
+    ctx: &ServerContext,
+    caller: &Arc<ConnectionHandle>,
+    identity: &Identity,
     cmd: &Command,
 ) -> Result<Value, WireError> {
     match cmd.action.as_str() {
@@ -146,15 +180,7 @@ fn answer(
             Ok(json!({"count": threads.len(), "threads": threads}))
         }
         "disconnect" => disconnect(ctx, caller, identity, cmd),
-        "subscribe" => {
-            ctx.events
-                .subscribe(session, &cmd.data, ctx.config.max_channels_per_session)
-        }
-        "unsubscribe" => ctx.events.unsubscribe(session, &cmd.data),
         "publish" => publish(ctx, caller, &cmd.data),
-        "register" => ctx
-            .services
-            .register(|c| ctx.dispatch.has_handler(c), caller, &cmd.data),
         other => Err(WireError::new(
             ErrorCode::UnknownAction,
             format!("system has no action {other:?}"),

@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -21,6 +21,7 @@ use crate::server::events::direct::{self, Direct};
 use crate::server::events::event::{Event, EventBody};
 use crate::server::events::index::ChannelIndex;
 use crate::server::events::session::{Session, SessionState, Unacked};
+use crate::server::events::tap::EventTap;
 use crate::server::status_types::EventFigures;
 
 /// What a redelivery timer found.
@@ -66,6 +67,8 @@ pub(crate) struct EventBus {
     pub(super) by_channel: RwLock<ChannelIndex>,
     next_event: AtomicU64,
     pub metrics: EventMetrics,
+    /// The MQTT bridge's queue, when the bridge runs: events on its channels go there too.
+    pub tap: OnceLock<Arc<EventTap>>,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -222,6 +225,9 @@ impl EventBus {
             }
         }
         metrics.publish_to_write.merge(&mut latency);
+        if let Some(tap) = self.tap.get().filter(|t| t.wants(&event.channel)) {
+            tap.offer(&event.channel, &event.action, &body);
+        }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         Ok(count)
     }

@@ -101,6 +101,16 @@ impl EventBody {
     }
 }
 
+impl EventBody {
+    /// The event as a subscriber gets it, without a session's `seq` (the MQTT bridge).
+    pub(crate) fn unsequenced_text(&self) -> String {
+        let mut s = String::with_capacity(self.tail.len() + 16);
+        s.push_str("{\"type\":\"event\",");
+        s.push_str(&self.tail);
+        s
+    }
+}
+
 /// An unsequenced event sent to one connection (welcome, status).
 pub(crate) fn unsequenced_event(channel: &str, action: &str, data: &Value) -> String {
     json!({"type": "event", "timestamp": timestamp_now(), "channel": channel, "action": action, "data": data}).to_string()

@@ -14,3 +14,4 @@ pub(crate) mod event;
 pub(crate) mod index;
 pub(crate) mod session;
 pub(crate) mod subscriptions;
+pub(crate) mod tap;

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use std::sync::Arc;
 
@@ -29,6 +29,18 @@ pub(crate) struct Metrics {
     pub publish_to_write: Histogram,
     /// Time application handlers took per command (on the worker pool).
     pub command_duration: Arc<Histogram>,
+    /// The MQTT bridge's counters (zero without a bridge).
+    pub bridge: BridgeFigures,
+}
+
+/// Counters of the MQTT bridge, for the status object and `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct BridgeFigures {
+    pub connected: AtomicBool,
+    /// Events written to the broker (QoS 1: and acknowledged).
+    pub events_sent: AtomicU64,
+    pub connects: AtomicU64,
+    pub commands: AtomicU64,
 }
 
 impl Metrics {

@@ -25,6 +25,7 @@ pub(crate) enum ThreadRole {
     Worker,
     Status,
     Flush,
+    Bridge,
 }
 
 impl ThreadRole {
@@ -35,6 +36,7 @@ impl ThreadRole {
             ThreadRole::Worker => "worker",
             ThreadRole::Status => "status",
             ThreadRole::Flush => "flush",
+            ThreadRole::Bridge => "mqtt",
         }
     }
 }
@@ -94,7 +96,7 @@ pub(crate) struct ThreadRegistry {
     next_key: AtomicU64,
     /// Threads started and not yet exited, per [`ThreadRole`]: what the shutdown waits on,
     /// readable without the lock.
-    running: [AtomicUsize; 5],
+    running: [AtomicUsize; 6],
 }
 
 /// A thread that did not exit before a deadline.

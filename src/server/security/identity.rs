@@ -83,6 +83,9 @@ pub enum AuthMethod {
     Jwt,
     /// A session token this server issued.
     SessionToken,
+    /// A command that came through the MQTT bridge: the broker's access control vouches for
+    /// it, nothing signs it (so sensitive actions are refused).
+    Bridge,
 }
 
 /// An authenticated (or anonymous, when auth is off) client. Two identities are the same

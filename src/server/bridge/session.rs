@@ -1,0 +1,346 @@
+//! One connected stretch of the bridge: presence, the request subscription, then a loop that
+//! reads the broker, publishes tapped events, replies and the status object as the socket
+//! takes them, pings on keep-alive, and sleeps in `poll(2)` until one of them has work. Ends
+//! when the link is lost (unacknowledged events go back to the tap, to be sent again) or at
+//! shutdown (offline presence, DISCONNECT).
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mqtt::packet::{
+    DisconnectPacket, PingreqPacket, PubackPacket, PublishPacket, QoSWithPacketIdentifier,
+    SubscribePacket, VariablePacket,
+};
+use mqtt::{QualityOfService, TopicFilter, TopicName};
+
+use super::inflight::Sent;
+use super::link::BrokerLink;
+use super::{Bridge, End, goodbye_wait, topics};
+use crate::server::runtime::threads::{Activity, ThreadTag};
+use crate::server::status;
+use crate::wake::{self, Interest};
+
+/// Output waiting for the socket beyond which no more events or status are encoded: the
+/// broker (or the network) is slow; the tap holds the rest.
+const HIGH_WATER: usize = 64 * 1024;
+/// Unacknowledged QoS 1 events at once.
+const QOS1_WINDOW: usize = 32;
+/// Events taken from the tap per round.
+const BATCH: usize = 64;
+
+/// The timers of a connected stretch.
+struct Clock {
+    next_status: Option<Instant>,
+    last_sent: Instant,
+    /// When the PINGREQ waiting for its PINGRESP went out.
+    ping_sent: Option<Instant>,
+}
+
+impl Bridge {
+    /// Serves one link until it is lost or the server shuts down.
+    pub(super) fn serve(&mut self, mut link: BrokerLink, tag: &ThreadTag) -> End {
+        self.ctx
+            .metrics
+            .bridge
+            .connects
+            .fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .metrics
+            .bridge
+            .connected
+            .store(true, Ordering::Relaxed);
+        self.greet(&mut link);
+        let end = self.serve_loop(&mut link, tag);
+        self.ctx
+            .metrics
+            .bridge
+            .connected
+            .store(false, Ordering::Relaxed);
+        match end {
+            End::Shutdown => self.goodbye(&mut link),
+            End::Lost(_) => self.tap.put_back(self.inflight.take_events()),
+        }
+        end
+    }
+
+    /// Presence online (retained), and the request subscription with `Commands`.
+    fn greet(&mut self, link: &mut BrokerLink) {
+        let port = self.ctx.state.lock().bound.first().map(|a| a.port());
+        let online = topics::online(port).to_string();
+        let topic = self.topics.online.clone();
+        self.publish_own(link, &topic, online, true);
+        if self.config.commands
+            && let Ok(filter) = TopicFilter::new(self.topics.request.clone())
+        {
+            let pid = self.inflight.assign(Sent::Own);
+            link.send(&SubscribePacket::new(
+                pid,
+                vec![(filter, QualityOfService::Level1)],
+            ));
+        }
+    }
+
+    fn serve_loop(&mut self, link: &mut BrokerLink, tag: &ThreadTag) -> End {
+        let now = Instant::now();
+        let mut clock = Clock {
+            next_status: self.ctx.config.status_interval.map(|_| now),
+            last_sent: now,
+            ping_sent: None,
+        };
+        let mut packets = Vec::new();
+        let mut ready = Vec::with_capacity(4);
+        loop {
+            if self.ctx.shutdown.is_requested() {
+                return End::Shutdown;
+            }
+            tag.set(Activity::Running, self.ctx.uptime_ms());
+            if let Err(e) = link.receive(&mut packets) {
+                return End::Lost(e.to_string());
+            }
+            if !packets.is_empty() {
+                clock.ping_sent = None;
+            }
+            for packet in packets.drain(..) {
+                self.on_packet(link, packet);
+            }
+            let now = Instant::now();
+            self.send_replies(link, now);
+            let room = self.send_events(link);
+            self.send_status(link, &mut clock, now);
+            if let Err(why) = self.keep_alive(link, &mut clock, now) {
+                return End::Lost(why);
+            }
+            let before = link.unsent();
+            if let Err(e) = link.flush() {
+                return End::Lost(e.to_string());
+            }
+            if link.unsent() < before {
+                clock.last_sent = Instant::now();
+            }
+            self.log_dropped();
+            tag.set(Activity::Waiting, self.ctx.uptime_ms());
+            let deadline = self.next_deadline(&clock);
+            // The tap only wakes us when there is room for what it holds.
+            let mut interests = vec![link.interest(), fd(self.desk.waker().raw_fd())];
+            interests.push(fd(self.ctx.shutdown.waker.raw_fd()));
+            if room {
+                interests.push(fd(self.tap.waker.raw_fd()));
+            }
+            if let Err(e) = wake::wait(&interests, deadline, &mut ready) {
+                return End::Lost(format!("poll: {e}"));
+            }
+        }
+    }
+
+    fn next_deadline(&self, clock: &Clock) -> Option<Instant> {
+        let half = self.config.keep_alive / 2;
+        let ping_due = match clock.ping_sent {
+            Some(sent) => sent + half,
+            None => clock.last_sent + half,
+        };
+        wake::earliest([clock.next_status, Some(ping_due), self.desk.next_deadline()])
+    }
+
+    /// One packet from the broker.
+    fn on_packet(&mut self, link: &mut BrokerLink, packet: VariablePacket) {
+        match packet {
+            VariablePacket::PubackPacket(ack) => {
+                let pid = ack.packet_identifier();
+                if let Some(Sent::Event(_)) = self.inflight.acked(pid) {
+                    self.ctx
+                        .metrics
+                        .bridge
+                        .events_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            VariablePacket::PublishPacket(publish) => self.on_publish(link, &publish),
+            VariablePacket::SubackPacket(ack) => {
+                self.inflight.acked(ack.packet_identifier());
+                let refused = ack
+                    .subscribes()
+                    .iter()
+                    .any(|c| matches!(c, mqtt::packet::suback::SubscribeReturnCode::Failure));
+                if refused {
+                    log::error!(
+                        "mqtt: the broker refused the subscription to {}: no commands will arrive (check its ACL)",
+                        self.topics.request
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A message on a topic we subscribed to: a request.
+    fn on_publish(&mut self, link: &mut BrokerLink, publish: &PublishPacket) {
+        if let QoSWithPacketIdentifier::Level1(pid) = publish.qos() {
+            link.send(&PubackPacket::new(pid));
+        }
+        if publish.topic_name() != self.topics.request {
+            return;
+        }
+        self.ctx
+            .metrics
+            .bridge
+            .commands
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(reply) = self.desk.on_request(&self.ctx, publish.payload()) {
+            self.publish_own(link, &reply.topic, reply.payload, false);
+        }
+    }
+
+    fn send_replies(&mut self, link: &mut BrokerLink, now: Instant) {
+        for reply in self.desk.collect(&self.ctx, now) {
+            self.publish_own(link, &reply.topic, reply.payload, false);
+        }
+    }
+
+    /// Moves tapped events to the output while the socket keeps up and the QoS 1 window has
+    /// room. Returns whether there is room for more.
+    fn send_events(&mut self, link: &mut BrokerLink) -> bool {
+        self.tap.waker.reset();
+        let qos1 = self.config.qos == 1;
+        loop {
+            let window = if qos1 {
+                QOS1_WINDOW.saturating_sub(self.inflight.events())
+            } else {
+                BATCH
+            };
+            if window == 0 || link.unsent() >= HIGH_WATER {
+                return false;
+            }
+            let batch = self.tap.take(window.min(BATCH));
+            if batch.is_empty() {
+                return true;
+            }
+            for event in batch {
+                let topic = self.topics.event(&event.channel, &event.action);
+                let Ok(topic) = TopicName::new(topic) else {
+                    continue;
+                };
+                let payload = event.body.unsequenced_text().into_bytes();
+                let qos = if qos1 {
+                    QoSWithPacketIdentifier::Level1(self.inflight.assign(Sent::Event(event)))
+                } else {
+                    self.ctx
+                        .metrics
+                        .bridge
+                        .events_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                    QoSWithPacketIdentifier::Level0
+                };
+                link.send(&PublishPacket::new(topic, qos, payload));
+            }
+        }
+    }
+
+    /// The status object on `<prefix>/status` when due and the socket keeps up (a slow
+    /// broker gets the newest one when it catches up, never a backlog).
+    fn send_status(&mut self, link: &mut BrokerLink, clock: &mut Clock, now: Instant) {
+        let (Some(due), Some(interval)) = (clock.next_status, self.ctx.config.status_interval)
+        else {
+            return;
+        };
+        if now < due || link.unsent() >= HIGH_WATER {
+            return;
+        }
+        clock.next_status = Some(now + interval);
+        let payload = status::status_json(&self.ctx).to_string().into_bytes();
+        if let Ok(topic) = TopicName::new(self.topics.status.clone()) {
+            let mut packet = PublishPacket::new(topic, QoSWithPacketIdentifier::Level0, payload);
+            packet.set_retain(self.config.status_retain);
+            link.send(&packet);
+        }
+    }
+
+    /// PINGREQ after half the keep-alive without sending; the link is dead when no packet
+    /// came back within another half.
+    fn keep_alive(
+        &mut self,
+        link: &mut BrokerLink,
+        clock: &mut Clock,
+        now: Instant,
+    ) -> Result<(), String> {
+        let half = self.config.keep_alive / 2;
+        match clock.ping_sent {
+            Some(sent) if now >= sent + half => Err(format!("no answer to a ping within {half:?}")),
+            Some(_) => Ok(()),
+            None if now >= clock.last_sent + half => {
+                link.send(&PingreqPacket::new());
+                clock.ping_sent = Some(now);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A QoS 1 message of the bridge's own (presence, a reply).
+    fn publish_own(
+        &mut self,
+        link: &mut BrokerLink,
+        topic: &str,
+        payload: String,
+        retain: bool,
+    ) -> Option<u16> {
+        let topic = TopicName::new(topic).ok()?;
+        let pid = self.inflight.assign(Sent::Own);
+        let mut packet = PublishPacket::new(
+            topic,
+            QoSWithPacketIdentifier::Level1(pid),
+            payload.into_bytes(),
+        );
+        packet.set_retain(retain);
+        link.send(&packet);
+        Some(pid)
+    }
+
+    /// At shutdown: offline presence (retained, QoS 1), its PUBACK awaited for a short
+    /// while, then DISCONNECT, so the broker does not publish the last will.
+    fn goodbye(&mut self, link: &mut BrokerLink) {
+        let offline = topics::offline("shutdown").to_string();
+        let topic = self.topics.online.clone();
+        let pid = self.publish_own(link, &topic, offline, true);
+        let deadline = wake::after(goodbye_wait(&self.ctx));
+        let mut packets = Vec::new();
+        let mut ready = Vec::with_capacity(1);
+        while pid.is_some_and(|p| self.inflight.waits_for(p)) && Instant::now() < deadline {
+            if link.flush().is_err() || link.receive(&mut packets).is_err() {
+                break;
+            }
+            for packet in packets.drain(..) {
+                self.on_packet(link, packet);
+            }
+            if wake::wait(&[link.interest()], Some(deadline), &mut ready).is_err() {
+                break;
+            }
+        }
+        link.send(&DisconnectPacket::new());
+        let _ = flush_by(link, deadline);
+        log::info!("mqtt: disconnected from the broker (offline published)");
+    }
+}
+
+/// Flushes until the output is empty or `deadline` passes.
+fn flush_by(link: &mut BrokerLink, deadline: Instant) -> std::io::Result<()> {
+    let mut ready = Vec::with_capacity(1);
+    link.flush()?;
+    while link.unsent() > 0 && Instant::now() < deadline {
+        wake::wait(
+            &[link.interest()],
+            Some(deadline.max(Instant::now() + Duration::from_millis(1))),
+            &mut ready,
+        )?;
+        link.flush()?;
+    }
+    Ok(())
+}
+
+fn fd(raw: std::os::fd::RawFd) -> Interest {
+    Interest {
+        fd: raw,
+        read: true,
+        write: false,
+    }
+}

@@ -1,0 +1,366 @@
+//! The MQTT bridge against a real broker (Debian's Mosquitto on a free loopback port) and a
+//! client that is not ours (paho-mqtt): events on their topics in publish order, retained
+//! status and presence, the last will, commands through `<prefix>/request`, and a broker
+//! that goes away and comes back.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hydrogen_ws::Server;
+use hydrogen_ws::config::MqttConfig;
+use serde_json::{Value, json};
+use support::broker::{Broker, Subscriber, publish};
+use support::process::{ServerProcess, temp_config};
+
+/// A server bridged to `url` under `prefix`, channel `print` at `qos`, status every 200 ms.
+fn bridged(url: &str, prefix: &str, qos: u8, tweak: impl FnOnce(&mut MqttConfig)) -> Server {
+    support::start_with(|c| {
+        let mut m = MqttConfig::default();
+        m.url = url.to_string();
+        m.topic_prefix = prefix.to_string();
+        m.channels = vec!["print".into()];
+        m.qos = qos;
+        m.reconnect_max = Duration::from_millis(200);
+        tweak(&mut m);
+        c.status_interval = Some(Duration::from_millis(200));
+        c.mqtt = Some(m);
+    })
+}
+
+fn payload(m: &Value) -> Value {
+    serde_json::from_str(m["payload"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn events_status_and_presence_reach_the_broker() {
+    let broker = Broker::start();
+    let mut sub = Subscriber::start(&broker, "t1/#", "sub-t1", true);
+    let server = bridged(&broker.url(), "t1", 1, |_| {});
+    let (_, online) = sub.message_on("t1/online");
+    assert_eq!(online["online"], true, "{online}");
+    assert_eq!(online["port"], server.bound_addr().port());
+    let publisher = server.publisher();
+    publisher.publish("other", "x", json!({})).unwrap();
+    for n in 0..50 {
+        publisher
+            .publish("print", "progress", json!({"n": n}))
+            .unwrap();
+    }
+    for n in 0..50 {
+        let m = sub.next(|v| {
+            v["topic"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("t1/events/"))
+        });
+        assert_eq!(m["topic"], "t1/events/print/progress", "{m}");
+        assert_eq!(m["qos"], 1);
+        let event = payload(&m);
+        assert_eq!(
+            event["data"]["n"], n,
+            "events arrive in publish order: {event}"
+        );
+        assert_eq!(
+            (event["type"].as_str(), event["channel"].as_str()),
+            (Some("event"), Some("print"))
+        );
+        assert!(event["id"].as_str().unwrap().starts_with("ev-"), "{event}");
+        assert!(
+            event.get("seq").is_none(),
+            "no per-session seq over MQTT: {event}"
+        );
+    }
+    let (_, status) = sub.message_on("t1/status");
+    assert!(
+        status["uptime_ms"].is_u64() && status["events"].is_object(),
+        "{status}"
+    );
+    // A dashboard that subscribes later gets presence and status retained.
+    let mut late = Subscriber::start(&broker, "t1/+", "late-t1", true);
+    let m = late.next(|v| v["topic"] == "t1/online");
+    assert_eq!(
+        (m["retain"].as_bool(), payload(&m)["online"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let m = late.next(|v| v["topic"] == "t1/status");
+    assert_eq!(m["retain"], true);
+    assert!(
+        sub.seen.iter().all(|v| v["topic"] != "t1/events/other/x"),
+        "channel other is not bridged"
+    );
+    server.shutdown();
+    let m = late.next(|v| v["topic"] == "t1/online");
+    assert_eq!(payload(&m), json!({"online": false, "reason": "shutdown"}));
+}
+
+#[test]
+fn the_last_will_says_offline_when_the_server_is_killed() {
+    let broker = Broker::start();
+    let cfg = temp_config(&format!(
+        r#"{{"WebSocketServer": {{"Port": 0, "Interface": "127.0.0.1",
+            "Mqtt": {{"Url": "{}", "TopicPrefix": "t2", "KeepAliveSeconds": 5}}}}}}"#,
+        broker.url()
+    ));
+    let mut sub = Subscriber::start(&broker, "t2/online", "sub-t2", true);
+    let mut server = ServerProcess::start(&cfg, "info", &[]);
+    let (_, online) = sub.message_on("t2/online");
+    assert_eq!(online["online"], true);
+    server.child.kill().unwrap(); // SIGKILL: no goodbye, the broker sees the socket close
+    let _ = server.child.wait();
+    let (m, offline) = sub.message_on("t2/online");
+    assert_eq!(offline, json!({"online": false, "reason": "lost"}), "{m}");
+}
+
+/// A server with a `print` handler, taking commands from `t3/request` as `role`.
+fn commanded(broker: &Broker, role: hydrogen_ws::Role) -> Server {
+    let mut c = support::test_config();
+    let mut m = MqttConfig::default();
+    m.url = broker.url();
+    m.topic_prefix = "t3".into();
+    m.commands = true;
+    m.command_role = role;
+    c.mqtt = Some(m);
+    c.status_interval = None;
+    Server::builder(c)
+        .handler("print", |req| {
+            Ok(json!({"started": req.command.data["file"], "by": req.identity.name}))
+        })
+        .start()
+        .unwrap()
+}
+
+/// Waits until the bridge is connected and subscribed (its request topic answers a ping).
+fn ready_for_commands(broker: &Broker, sub: &mut Subscriber) {
+    for attempt in 0..100 {
+        let id = format!("probe-{attempt}");
+        let request = json!({"type": "command", "id": id, "channel": "system", "action": "ping", "reply_to": "replies/probe"});
+        publish(broker, "t3/request", &request.to_string());
+        if sub
+            .next_within(Duration::from_millis(300), |v| {
+                v["topic"] == "replies/probe"
+            })
+            .is_some()
+        {
+            return;
+        }
+    }
+    panic!("the bridge never answered on replies/probe");
+}
+
+#[test]
+fn commands_round_trip_through_the_request_topic() {
+    let broker = Broker::start();
+    let mut sub = Subscriber::start(&broker, "replies/#", "sub-t3", true);
+    let mut errors = Subscriber::start(&broker, "t3/errors", "sub-t3-errors", true);
+    let server = commanded(&broker, hydrogen_ws::Role::Operator);
+    ready_for_commands(&broker, &mut sub);
+    let request = json!({"type": "command", "id": "c1", "channel": "print", "action": "start",
+        "data": {"file": "cube.gcode"}, "reply_to": "replies/r1"});
+    publish(&broker, "t3/request", &request.to_string());
+    let (_, response) = sub.message_on("replies/r1");
+    assert_eq!(response["type"], "response");
+    assert_eq!(
+        (response["id"].as_str(), response["status"].as_str()),
+        (Some("c1"), Some("ok")),
+        "{response}"
+    );
+    assert_eq!(
+        response["data"],
+        json!({"started": "cube.gcode", "by": "mqtt"})
+    );
+    // The same id again is a duplicate, as on a WebSocket session.
+    publish(&broker, "t3/request", &request.to_string());
+    let (_, dup) = sub.message_on("replies/r1");
+    assert_eq!(dup["error"]["code"], "duplicate_id", "{dup}");
+    // A forbidden action gets the error object a WebSocket client of the same role gets.
+    let threads = json!({"type": "command", "id": "c2", "channel": "system", "action": "threads", "reply_to": "replies/r2"});
+    publish(&broker, "t3/request", &threads.to_string());
+    let (_, refused) = sub.message_on("replies/r2");
+    let mut ws = support::connect(server.bound_addr(), Some(support::OPERATOR_KEY));
+    let on_ws = support::request(&mut ws, "c2", "system", "threads", json!({}));
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    assert_eq!(refused["error"], on_ws["error"]);
+    // A sensitive action is refused whatever the role: nothing signs it.
+    let disconnect = json!({"type": "command", "id": "c3", "channel": "system", "action": "disconnect",
+        "data": {"connection_id": 1}, "reply_to": "replies/r3"});
+    publish(&broker, "t3/request", &disconnect.to_string());
+    let (_, refused) = sub.message_on("replies/r3");
+    assert_eq!(refused["status"], "error", "{refused}");
+    // What cannot be answered on a reply_to goes to <prefix>/errors.
+    publish(&broker, "t3/request", "{not json");
+    let (_, bad) = errors.message_on("t3/errors");
+    assert_eq!(bad["error"]["code"], "invalid_message", "{bad}");
+    publish(
+        &broker,
+        "t3/request",
+        &json!({"type": "command", "id": "c4", "channel": "system", "action": "ping"}).to_string(),
+    );
+    let (_, no_reply_to) = errors.message_on("t3/errors");
+    assert_eq!(
+        no_reply_to["error"]["details"]["field"], "reply_to",
+        "{no_reply_to}"
+    );
+    assert_eq!(no_reply_to["id"], "c4");
+}
+
+#[test]
+fn a_viewer_bridge_may_not_command_the_printer() {
+    let broker = Broker::start();
+    let mut sub = Subscriber::start(&broker, "replies/#", "sub-t3v", true);
+    let _server = commanded(&broker, hydrogen_ws::Role::Viewer);
+    ready_for_commands(&broker, &mut sub);
+    let request = json!({"type": "command", "id": "v1", "channel": "print", "action": "start", "reply_to": "replies/v1"});
+    publish(&broker, "t3/request", &request.to_string());
+    let (_, refused) = sub.message_on("replies/v1");
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+}
+
+/// The `n` of the next `count` distinct events on `topic`, in order of arrival. QoS 1 is at
+/// least once: a broker that restarts may deliver again what its subscriber had not
+/// acknowledged to it yet, so a repeated event id is skipped (and must be an earlier one).
+fn event_numbers(
+    sub: &mut Subscriber,
+    topic: &str,
+    ids: &mut HashSet<String>,
+    count: usize,
+) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let m = sub.next(|v| v["topic"] == topic);
+        let event = payload(&m);
+        if ids.insert(event["id"].as_str().unwrap().to_string()) {
+            out.push(event["data"]["n"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn qos1_events_published_while_the_broker_was_away_arrive_after_it_returns() {
+    let mut broker = Broker::start();
+    // A durable subscriber: the broker keeps its session (and what arrives for it) across
+    // its own restart, and the client reconnects by itself.
+    let mut sub = Subscriber::start(&broker, "t4/events/#", "durable-t4", false);
+    let mut ids = HashSet::new();
+    let server = bridged(&broker.url(), "t4", 1, |_| {});
+    let topic = "t4/events/print/progress";
+    let publisher = server.publisher();
+    for n in 0..10 {
+        publisher
+            .publish("print", "progress", json!({"n": n}))
+            .unwrap();
+    }
+    assert_eq!(
+        event_numbers(&mut sub, topic, &mut ids, 10),
+        (0..10).collect::<Vec<_>>()
+    );
+    broker.stop();
+    support::wait_for("the bridge to notice", || {
+        server.status().mqtt.is_some_and(|m| !m.connected)
+    });
+    for n in 10..40 {
+        publisher
+            .publish("print", "progress", json!({"n": n}))
+            .unwrap();
+    }
+    // The server and its clients do not wait for the broker.
+    let mut ws = support::connect(server.bound_addr(), Some(support::VIEWER_KEY));
+    assert_eq!(
+        support::request(&mut ws, "p", "system", "ping", json!({}))["status"],
+        "ok"
+    );
+    assert_eq!(server.status().mqtt.unwrap().events_buffered, 30);
+    broker.restart();
+    let after = event_numbers(&mut sub, topic, &mut ids, 30);
+    assert_eq!(after, (10..40).collect::<Vec<_>>(), "none lost, in order");
+    let status = server.status().mqtt.unwrap();
+    assert!(status.connected && status.connects >= 2, "{status:?}");
+    assert_eq!(status.events_dropped, 0);
+}
+
+#[test]
+fn events_beyond_the_buffer_are_dropped_oldest_first_and_counted() {
+    let mut broker = Broker::start();
+    let mut sub = Subscriber::start(&broker, "t5/events/#", "durable-t5", false);
+    let server = bridged(&broker.url(), "t5", 1, |m| m.buffer_events = 5);
+    support::wait_for("the bridge to connect", || {
+        server.status().mqtt.is_some_and(|m| m.connected)
+    });
+    broker.stop();
+    support::wait_for("the bridge to notice", || {
+        server.status().mqtt.is_some_and(|m| !m.connected)
+    });
+    let publisher = server.publisher();
+    for n in 0..20 {
+        publisher
+            .publish("print", "progress", json!({"n": n}))
+            .unwrap();
+    }
+    let status = server.status().mqtt.unwrap();
+    assert_eq!(
+        (status.events_buffered, status.events_dropped),
+        (5, 15),
+        "{status:?}"
+    );
+    broker.restart();
+    let topic = "t5/events/print/progress";
+    assert_eq!(
+        event_numbers(&mut sub, topic, &mut HashSet::new(), 5),
+        (15..20).collect::<Vec<_>>()
+    );
+    assert!(
+        sub.next_within(Duration::from_millis(300), |v| v["topic"]
+            == "t5/events/print/progress")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_broker_down_at_start_is_reached_once_it_runs() {
+    let mut broker = Broker::reserve();
+    let server = bridged(&broker.url(), "t6", 0, |_| {});
+    let mut ws = support::connect(server.bound_addr(), Some(support::VIEWER_KEY));
+    assert_eq!(
+        support::request(&mut ws, "p", "system", "ping", json!({}))["status"],
+        "ok"
+    );
+    assert!(!server.status().mqtt.unwrap().connected);
+    broker.run();
+    let mut sub = Subscriber::start(&broker, "t6/online", "sub-t6", true);
+    let (_, online) = sub.message_on("t6/online");
+    assert_eq!(online["online"], true);
+}
+
+#[test]
+fn a_link_that_goes_silent_is_replaced_and_its_unacknowledged_events_sent_again() {
+    let broker = Broker::start();
+    let proxy = support::proxy::Proxy::start(broker.addr());
+    let mut sub = Subscriber::start(&broker, "t7/events/#", "sub-t7", true);
+    let url = format!("mqtt://{}", proxy.addr);
+    let server = bridged(&url, "t7", 1, |m| {
+        m.keep_alive = Duration::from_secs(2);
+        m.connect_timeout = Duration::from_millis(500);
+    });
+    support::wait_for("the bridge to connect", || {
+        server.status().mqtt.is_some_and(|m| m.connected)
+    });
+    // Everything the bridge writes from now on is swallowed: no PUBACK, no PINGRESP.
+    proxy.stall(true);
+    let publisher = server.publisher();
+    for n in 0..10 {
+        publisher
+            .publish("print", "progress", json!({"n": n}))
+            .unwrap();
+    }
+    support::wait_for("the bridge to find the link dead", || {
+        server.status().mqtt.is_some_and(|m| !m.connected)
+    });
+    proxy.stall(false);
+    let topic = "t7/events/print/progress";
+    assert_eq!(
+        event_numbers(&mut sub, topic, &mut HashSet::new(), 10),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert!(proxy.accepted() >= 2, "it reconnected");
+}
