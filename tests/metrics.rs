@@ -269,3 +269,48 @@ fn a_browser_asking_for_the_root_gets_the_status_page() {
     let (status, _, _) = get(off.bound_addr(), "/", "Accept: text/html\r\n");
     assert_eq!(status, 426);
 }
+
+#[test]
+fn the_mqtt_bridge_has_its_metrics() {
+    let broker = support::broker::Broker::start();
+    let plain = start();
+    assert!(
+        !plain_families(&scrape(plain.bound_addr(), VIEWER_KEY)).any(|f| f.contains("mqtt")),
+        "no bridge, no mqtt families"
+    );
+    let server = start_with(|c| {
+        let mut m = hydrogen_ws::config::MqttConfig::default();
+        m.url = broker.url();
+        m.topic_prefix = "metrics".into();
+        m.channels = vec!["print".into()];
+        c.mqtt = Some(m);
+    });
+    wait_for("the bridge to connect", || {
+        server.status().mqtt.is_some_and(|m| m.connected)
+    });
+    for n in 0..3 {
+        server
+            .publisher()
+            .publish("print", "progress", json!({"n": n}))
+            .unwrap();
+    }
+    wait_for("three events sent", || {
+        server.status().mqtt.is_some_and(|m| m.events_sent == 3)
+    });
+    let s = scrape(server.bound_addr(), VIEWER_KEY);
+    assert_eq!(s.families["hydrogen_ws_mqtt_events"], "counter");
+    assert_eq!(s.value("hydrogen_ws_mqtt_connected"), 1.0);
+    assert_eq!(s.value("hydrogen_ws_mqtt_connects_total"), 1.0);
+    assert_eq!(
+        s.value("hydrogen_ws_mqtt_events_total{result=\"sent\"}"),
+        3.0
+    );
+    assert_eq!(
+        s.value("hydrogen_ws_mqtt_events_total{result=\"dropped\"}"),
+        0.0
+    );
+}
+
+fn plain_families(s: &Scrape) -> impl Iterator<Item = &String> {
+    s.families.as_object().unwrap().keys()
+}

@@ -8,14 +8,15 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hydrogen_ws::Server;
 use hydrogen_ws::config::MqttConfig;
+use hydrogen_ws::{Config, Server};
 use serde_json::{Value, json};
 use support::broker::{Broker, Subscriber, publish};
 use support::process::{ServerProcess, temp_config};
 
-/// A server bridged to `url` under `prefix`, channel `print` at `qos`, status every 200 ms.
-fn bridged(url: &str, prefix: &str, qos: u8, tweak: impl FnOnce(&mut MqttConfig)) -> Server {
+/// A server bridged to `url` under `prefix`, channel `print` at `qos`, status every 200 ms;
+/// `tweak` may change the config after that.
+fn bridged(url: &str, prefix: &str, qos: u8, tweak: impl FnOnce(&mut Config)) -> Server {
     support::start_with(|c| {
         let mut m = MqttConfig::default();
         m.url = url.to_string();
@@ -23,10 +24,15 @@ fn bridged(url: &str, prefix: &str, qos: u8, tweak: impl FnOnce(&mut MqttConfig)
         m.channels = vec!["print".into()];
         m.qos = qos;
         m.reconnect_max = Duration::from_millis(200);
-        tweak(&mut m);
         c.status_interval = Some(Duration::from_millis(200));
         c.mqtt = Some(m);
+        tweak(c);
     })
+}
+
+/// The `Mqtt` section of a config that has one.
+fn mqtt(c: &mut Config) -> &mut MqttConfig {
+    c.mqtt.as_mut().unwrap()
 }
 
 fn payload(m: &Value) -> Value {
@@ -283,7 +289,7 @@ fn qos1_events_published_while_the_broker_was_away_arrive_after_it_returns() {
 fn events_beyond_the_buffer_are_dropped_oldest_first_and_counted() {
     let mut broker = Broker::start();
     let mut sub = Subscriber::start(&broker, "t5/events/#", "durable-t5", false);
-    let server = bridged(&broker.url(), "t5", 1, |m| m.buffer_events = 5);
+    let server = bridged(&broker.url(), "t5", 1, |c| mqtt(c).buffer_events = 5);
     support::wait_for("the bridge to connect", || {
         server.status().mqtt.is_some_and(|m| m.connected)
     });
@@ -338,9 +344,9 @@ fn a_link_that_goes_silent_is_replaced_and_its_unacknowledged_events_sent_again(
     let proxy = support::proxy::Proxy::start(broker.addr());
     let mut sub = Subscriber::start(&broker, "t7/events/#", "sub-t7", true);
     let url = format!("mqtt://{}", proxy.addr);
-    let server = bridged(&url, "t7", 1, |m| {
-        m.keep_alive = Duration::from_secs(2);
-        m.connect_timeout = Duration::from_millis(500);
+    let server = bridged(&url, "t7", 1, |c| {
+        mqtt(c).keep_alive = Duration::from_secs(2);
+        mqtt(c).connect_timeout = Duration::from_millis(500);
     });
     support::wait_for("the bridge to connect", || {
         server.status().mqtt.is_some_and(|m| m.connected)
@@ -363,4 +369,95 @@ fn a_link_that_goes_silent_is_replaced_and_its_unacknowledged_events_sent_again(
         (0..10).collect::<Vec<_>>()
     );
     assert!(proxy.accepted() >= 2, "it reconnected");
+}
+
+/// A self-signed certificate for 127.0.0.1: (certificate PEM, key PEM).
+fn certificate() -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    (made.cert.pem(), made.signing_key.serialize_pem())
+}
+
+/// Starts the binary bridged over mqtts:// with `password`, logging at trace level.
+fn secure_binary(tls_port: u16, ca: &std::path::Path, password: &str) -> support::process::Started {
+    let cfg = temp_config(&format!(
+        r#"{{"WebSocketServer": {{"Port": 0, "Interface": "127.0.0.1",
+            "Mqtt": {{"Url": "mqtts://127.0.0.1:{tls_port}", "CaPath": "{}", "TopicPrefix": "t8",
+                      "Username": "board", "Password": "${{env.HWS_TEST_MQTT_PASSWORD}}",
+                      "ReconnectMaxMs": 200}}}}}}"#,
+        ca.display()
+    ));
+    ServerProcess::start(&cfg, "trace", &[("HWS_TEST_MQTT_PASSWORD", password)])
+}
+
+/// Every line the server logged until it exited after SIGTERM.
+fn all_lines(mut started: support::process::Started) -> Vec<String> {
+    let _ = std::process::Command::new("kill")
+        .arg(started.child.id().to_string())
+        .status();
+    let _ = started.child.wait();
+    let mut lines = std::mem::take(&mut started.log);
+    lines.extend(started.rx.iter());
+    lines
+}
+
+#[test]
+fn mqtts_with_a_password_works_and_the_password_is_never_logged() {
+    const PASSWORD: &str = "broker-secret-7c1d9e";
+    let (cert, key) = certificate();
+    let (broker, tls_port) = Broker::start_secure(&cert, &key, "board", PASSWORD);
+    let ca = temp_config(&cert);
+    let mut sub = Subscriber::start(&broker, "t8/online", "sub-t8", true);
+    let server = secure_binary(tls_port, &ca, PASSWORD);
+    let (_, online) = sub.message_on("t8/online");
+    assert_eq!(
+        online["online"], true,
+        "connected over TLS with the password"
+    );
+    let lines = all_lines(server);
+    let (_, offline) = sub.message_on("t8/online");
+    assert_eq!(offline["reason"], "shutdown");
+    assert!(
+        lines.iter().any(|l| l.contains("mqtt: connected")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains(PASSWORD)),
+        "the password is in the log"
+    );
+    // A wrong password is refused by the broker, said in the log, and still never shown.
+    let wrong = secure_binary(tls_port, &ca, "not-the-password-4242");
+    let mut log = Vec::new();
+    support::process::wait_line(&wrong.rx, &mut log, |l| {
+        l.contains("refused the connection")
+    });
+    let lines = all_lines(wrong);
+    assert!(
+        lines
+            .iter()
+            .chain(&log)
+            .all(|l| !l.contains("not-the-password-4242"))
+    );
+}
+
+#[test]
+fn a_backlog_larger_than_the_output_buffer_flows_on_without_waiting_for_a_timer() {
+    let mut broker = Broker::start();
+    let mut sub = Subscriber::start(&broker, "t9/events/#", "durable-t9", false);
+    broker.stop();
+    // No status timer either: nothing but the socket may wake the bridge.
+    let server = bridged(&broker.url(), "t9", 0, |c| c.status_interval = None);
+    // 500 events of about 2 KB wait for the broker: far more than the 64 KiB the bridge
+    // encodes ahead of the socket, so once connected it must come back for the rest as soon
+    // as the socket takes the output (not at the next keep-alive, 15 s away).
+    let pad = "x".repeat(2000);
+    let publisher = server.publisher();
+    for n in 0..500 {
+        publisher
+            .publish("print", "progress", json!({"n": n, "pad": pad}))
+            .unwrap();
+    }
+    broker.restart();
+    let topic = "t9/events/print/progress";
+    let got = event_numbers(&mut sub, topic, &mut HashSet::new(), 500);
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
 }

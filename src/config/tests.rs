@@ -151,3 +151,35 @@ fn unknown_keys_suggest_the_nearest_known_one_and_types_are_named() {
     let e = Config::from_json_str(r#"{"WebSocketServer":{"Port":"abc"}}"#).unwrap_err();
     assert!(e.to_string().contains("wrong type"), "{e}");
 }
+
+#[test]
+fn the_mqtt_section_is_read_checked_and_its_password_redacted() {
+    let (c, r) = Config::from_json_str(
+        r#"{"WebSocketServer":{"Mqtt":{"Url":"mqtt://10.0.0.5","Password":"broker-password-123",
+            "Username":"board","Channels":["print"],"Qos":1,"CommandRole":"viewer"}}}"#,
+    )
+    .unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let m = c.mqtt.as_ref().expect("Mqtt section read");
+    assert_eq!((m.qos, m.command_role), (1, crate::Role::Viewer));
+    assert_eq!(m.broker().unwrap().port, 1883);
+    assert!(m.topic_prefix.starts_with("hydrogen/") && m.client_id.starts_with("hydrogen-ws-"));
+    let shown = c.to_redacted_json().to_string();
+    assert!(!shown.contains("broker-password-123"), "{shown}");
+    assert!(shown.contains("\"Username\":\"board\""), "{shown}");
+    let (off, _) = Config::from_json_str("{}").unwrap();
+    assert!(off.mqtt.is_none(), "no section, no bridge");
+    let missing = Config::from_json_str(r#"{"WebSocketServer":{"Mqtt":{}}}"#).unwrap_err();
+    assert!(
+        missing.to_string().contains("WebSocketServer.Mqtt.Url"),
+        "{missing}"
+    );
+    let bad = Config::from_json_str(r#"{"WebSocketServer":{"Mqtt":{"Url":"mqtt://h","Qos":2}}}"#);
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("WebSocketServer.Mqtt.Qos")
+    );
+    let wild = r#"{"WebSocketServer":{"Mqtt":{"Url":"mqtt://h","TopicPrefix":"a/#"}}}"#;
+    assert!(Config::from_json_str(wild).is_err());
+}

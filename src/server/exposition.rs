@@ -126,6 +126,7 @@ impl Collector for Scrape {
         self.connections(&mut f)?;
         self.traffic(&mut f)?;
         self.events(&mut f)?;
+        self.bridge(&mut f)?;
         self.process(&mut f)
     }
 }
@@ -276,6 +277,48 @@ impl Scrape {
             "publish_to_write",
             "From an event's publication to its write to a subscriber's socket.",
             &self.publish_to_write,
+        )
+    }
+
+    /// The MQTT bridge's families, only when it runs.
+    fn bridge(&self, f: &mut Family) -> fmt::Result {
+        let Some(m) = &self.status.mqtt else {
+            return Ok(());
+        };
+        f.gauge(
+            "mqtt_connected",
+            "1 while the bridge is connected to the MQTT broker.",
+            None,
+            i64::from(m.connected),
+        )?;
+        f.counter(
+            "mqtt_connects",
+            "Connections made to the MQTT broker.",
+            None,
+            m.connects,
+        )?;
+        let events = [
+            ("sent".to_string(), m.events_sent),
+            ("dropped".to_string(), m.events_dropped),
+        ];
+        f.labelled(
+            "mqtt_events",
+            "Events for the MQTT broker, by result (dropped: more than BufferEvents waited).",
+            MetricType::Counter,
+            "result",
+            &events,
+        )?;
+        f.gauge(
+            "mqtt_buffered_events",
+            "Events waiting for the MQTT broker.",
+            None,
+            m.events_buffered as i64,
+        )?;
+        f.counter(
+            "mqtt_commands",
+            "Requests received on the MQTT request topic.",
+            None,
+            m.commands,
         )
     }
 

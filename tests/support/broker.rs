@@ -19,6 +19,8 @@ pub struct Broker {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Configuration after the plain anonymous listener (another listener, say).
+    extra: String,
 }
 
 impl Broker {
@@ -47,7 +49,46 @@ impl Broker {
             port,
             dir,
             child: None,
+            extra: String::new(),
         }
+    }
+
+    /// A broker with a second listener on 127.0.0.1 for `mqtts://` (the self-signed
+    /// certificate `cert_pem` and its key) that admits only `user` with `password`; the
+    /// plain listener stays anonymous (for the test's subscribers). Returns it and the
+    /// second listener's port.
+    pub fn start_secure(
+        cert_pem: &str,
+        key_pem: &str,
+        user: &str,
+        password: &str,
+    ) -> (Broker, u16) {
+        let mut broker = Broker::reserve();
+        let tls_port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let file = |name: &str, body: &str| {
+            let path = broker.dir.join(name);
+            std::fs::write(&path, body).unwrap();
+            path.display().to_string()
+        };
+        let (cert, key, passwords) = (
+            file("cert.pem", cert_pem),
+            file("key.pem", key_pem),
+            file("passwd", ""),
+        );
+        let made = Command::new("mosquitto_passwd")
+            .args(["-b", &passwords, user, password])
+            .status()
+            .unwrap();
+        assert!(made.success(), "mosquitto_passwd failed");
+        broker.extra = format!(
+            "listener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\nallow_anonymous false\npassword_file {passwords}\n"
+        );
+        broker.run();
+        (broker, tls_port)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -63,9 +104,11 @@ impl Broker {
     pub fn run(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
         let body = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nlog_dest none\n",
+            "per_listener_settings true\npersistence true\npersistence_location {}/\nuser root\nlog_dest none\n\
+             listener {} 127.0.0.1\nallow_anonymous true\n{}",
+            self.dir.display(),
             self.port,
-            self.dir.display()
+            self.extra
         );
         std::fs::write(&conf, body).unwrap();
         let child = Command::new("mosquitto")

@@ -90,7 +90,10 @@ impl BrokerLink {
                 return match first {
                     VariablePacket::ConnackPacket(ack) => match ack.connect_return_code() {
                         ConnectReturnCode::ConnectionAccepted => Ok(()),
-                        code => Err(format!("the broker refused the connection: {code:?}")),
+                        code => Err(format!(
+                            "the broker refused the connection: {}",
+                            refusal(code)
+                        )),
                     },
                     other => Err(format!("the broker answered CONNECT with {other:?}")),
                 };
@@ -157,6 +160,8 @@ impl BrokerLink {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
             match self.socket().read(&mut chunk) {
+                // What came before the end is handled first; the next call reports it.
+                Ok(0) if !packets.is_empty() => return Ok(()),
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => self.input.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -214,6 +219,18 @@ fn whole_packet(input: &[u8], max: usize) -> Result<Option<usize>, String> {
         ));
     }
     Ok((input.len() >= total).then_some(total))
+}
+
+/// What a CONNACK's refusal means, for the log.
+fn refusal(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::UnacceptableProtocolVersion => "it does not speak MQTT 3.1.1",
+        ConnectReturnCode::IdentifierRejected => "ClientId rejected",
+        ConnectReturnCode::ServiceUnavailable => "server unavailable",
+        ConnectReturnCode::BadUserNameOrPassword => "bad Username or Password",
+        ConnectReturnCode::NotAuthorized => "not authorized (check Username and Password)",
+        _ => "unknown reason",
+    }
 }
 
 /// CONNECT: clean session, keep-alive, credentials, and the will (retained, QoS 1).

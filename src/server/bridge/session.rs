@@ -106,7 +106,7 @@ impl Bridge {
             }
             let now = Instant::now();
             self.send_replies(link, now);
-            let room = self.send_events(link);
+            self.send_events(link);
             self.send_status(link, &mut clock, now);
             if let Err(why) = self.keep_alive(link, &mut clock, now) {
                 return End::Lost(why);
@@ -119,6 +119,11 @@ impl Bridge {
                 clock.last_sent = Instant::now();
             }
             self.log_dropped();
+            // With room again (the socket took the output), events that wait go now.
+            let room = self.room_for_events(link);
+            if room && self.tap.len() > 0 {
+                continue;
+            }
             tag.set(Activity::Waiting, self.ctx.uptime_ms());
             let deadline = self.next_deadline(&clock);
             // The tap only wakes us when there is room for what it holds.
@@ -197,23 +202,37 @@ impl Bridge {
         }
     }
 
+    /// How many events may be encoded now: none while the output is over [`HIGH_WATER`] or
+    /// the QoS 1 window is full.
+    fn events_wanted(&self, link: &BrokerLink) -> usize {
+        if link.unsent() >= HIGH_WATER {
+            return 0;
+        }
+        match self.config.qos {
+            1 => QOS1_WINDOW
+                .saturating_sub(self.inflight.events())
+                .min(BATCH),
+            _ => BATCH,
+        }
+    }
+
+    fn room_for_events(&self, link: &BrokerLink) -> bool {
+        self.events_wanted(link) > 0
+    }
+
     /// Moves tapped events to the output while the socket keeps up and the QoS 1 window has
-    /// room. Returns whether there is room for more.
-    fn send_events(&mut self, link: &mut BrokerLink) -> bool {
+    /// room.
+    fn send_events(&mut self, link: &mut BrokerLink) {
         self.tap.waker.reset();
         let qos1 = self.config.qos == 1;
         loop {
-            let window = if qos1 {
-                QOS1_WINDOW.saturating_sub(self.inflight.events())
-            } else {
-                BATCH
-            };
-            if window == 0 || link.unsent() >= HIGH_WATER {
-                return false;
+            let wanted = self.events_wanted(link);
+            if wanted == 0 {
+                return;
             }
-            let batch = self.tap.take(window.min(BATCH));
+            let batch = self.tap.take(wanted);
             if batch.is_empty() {
-                return true;
+                return;
             }
             for event in batch {
                 let topic = self.topics.event(&event.channel, &event.action);
