@@ -19,6 +19,8 @@ mod client_rows;
 mod compression;
 #[path = "bench_parts/fanout.rs"]
 mod fanout;
+#[path = "bench_parts/mqtt_rows.rs"]
+mod mqtt_rows;
 use tungstenite::{Message, WebSocket};
 
 const BIN: &str = "target/release/hydrogen-ws";
@@ -593,6 +595,10 @@ fn main() {
         );
         return;
     }
+    if std::env::args().any(|a| a == "--mqtt-only") {
+        mqtt_rows::print_rows(&mqtt_rows::rows());
+        return;
+    }
     if std::env::args().any(|a| a == "--shutdown-only") {
         println!("shutdown 1000: {:.1} ms", shutdown_ms(1000));
         return;
@@ -658,11 +664,13 @@ fn main() {
     server.stop();
     let wire = compression::wire_rows();
     let (cpu_off, cpu_on) = compression::cpu_per_delivery(20, 1000);
+    let (cmd_off, cmd_on) = compression::cpu_per_command(1000, 2000);
 
     let fan_rows = fanout_rows(None);
     let shut100 = shutdown_ms(100);
     let shut1000 = shutdown_ms(1000);
     let client = client_rows::measure();
+    let mqtt = mqtt_rows::rows();
 
     let (p50, p99) = (percentile(rtt, 0.5), percentile(rtt, 0.99));
     let (t50, t99) = (percentile(tcp, 0.5), percentile(tcp, 0.99));
@@ -741,7 +749,12 @@ fn main() {
         cpu_on - cpu_off
     );
     println!(
+        "| CPU per command with 1 KB of data, round trip (client deflates, server inflates) | {cmd_off:.1} µs | {cmd_on:.1} µs (+{:.1} µs) | |",
+        cmd_on - cmd_off
+    );
+    println!(
         "| RSS per idle connection, 500 connections that negotiated it (24–29 KiB without) | — | {:.1} KiB | |",
         (rss_deflate - rss_plain0) as f64 / 500.0
     );
+    mqtt_rows::print_rows(&mqtt);
 }

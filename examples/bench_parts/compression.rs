@@ -194,3 +194,26 @@ pub fn cpu_per_delivery(subscribers: usize, events: u64) -> (f64, f64) {
     let on = med((0..3).map(|_| run(true)).collect());
     (off, on)
 }
+
+/// CPU (this process: client compressing, server inflating a new inflater per message, and
+/// the answers) per `system/ping` carrying `pad` bytes of data, compression off and on,
+/// median of 3 runs of `count` sequential requests.
+pub fn cpu_per_command(pad: usize, count: usize) -> (f64, f64) {
+    let run = |compression: bool| {
+        let server = server(None);
+        let c = client(server.bound_addr(), compression);
+        let data = json!({"pad": "p".repeat(pad)});
+        let started = cpu_seconds();
+        for _ in 0..count {
+            c.request("system", "ping", data.clone(), WAIT).unwrap();
+        }
+        (cpu_seconds() - started) * 1e6 / count as f64
+    };
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let off = med((0..3).map(|_| run(false)).collect());
+    let on = med((0..3).map(|_| run(true)).collect());
+    (off, on)
+}
