@@ -25,6 +25,8 @@ const THROUGHPUT_EVENTS: usize = 20_000;
 /// Events of the latency phase, one every `LATENCY_GAP`.
 const LATENCY_EVENTS: usize = 400;
 const LATENCY_GAP: Duration = Duration::from_millis(5);
+/// A subscriber that gets nothing for this long has all it will get.
+const QUIET: Duration = Duration::from_secs(3);
 
 /// One QoS's figures: through the bridge and straight to the broker.
 pub struct Row {
@@ -35,6 +37,9 @@ pub struct Row {
     pub bridge_p99_ms: f64,
     pub direct_p50_ms: f64,
     pub direct_p99_ms: f64,
+    /// Events that never reached the subscriber (both phases).
+    pub bridge_lost: usize,
+    pub direct_lost: usize,
 }
 
 struct Mosquitto(Child, u16);
@@ -115,6 +120,12 @@ impl MqttClient {
 
     /// The next packet (blocking, STEP_TIMEOUT).
     fn next(&mut self) -> VariablePacket {
+        self.next_within()
+            .expect("a broker packet within the step timeout")
+    }
+
+    /// The next packet, or `None` when the socket's read timeout passes first.
+    fn next_within(&mut self) -> Option<VariablePacket> {
         loop {
             // A PUBLISH decodes from a partial packet too (its payload is "the rest"), so
             // decode only once the fixed header says the whole packet is here.
@@ -123,14 +134,11 @@ impl MqttClient {
                 if self.input.len() >= len {
                     let packet = VariablePacket::decode(&mut &self.input[..len]).unwrap();
                     self.input.drain(..len);
-                    return packet;
+                    return Some(packet);
                 }
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = self
-                .tcp
-                .read(&mut chunk)
-                .expect("a broker packet within the step timeout");
+            let n = self.tcp.read(&mut chunk).ok()?;
             assert!(n > 0, "the broker closed the connection");
             self.input.extend_from_slice(&chunk[..n]);
         }
@@ -153,12 +161,19 @@ impl MqttClient {
         }
     }
 
-    /// Reads `count` PUBLISHes (acknowledging QoS 1): when the last came, and each one's
-    /// latency in ms from the `t` in its data.
+    /// Reads up to `count` PUBLISHes (acknowledging QoS 1), stopping after [`QUIET`] without
+    /// one: when the last came, and each one's latency in ms from the `t` in its data (fewer
+    /// than `count`: the rest were lost).
     fn receive(&mut self, count: usize) -> (Instant, Vec<f64>) {
         let mut latencies = Vec::with_capacity(count);
+        let mut last = Instant::now();
+        self.tcp.set_read_timeout(Some(QUIET)).unwrap();
         while latencies.len() < count {
-            if let VariablePacket::PublishPacket(p) = self.next() {
+            let Some(packet) = self.next_within() else {
+                break;
+            };
+            if let VariablePacket::PublishPacket(p) = packet {
+                last = Instant::now();
                 if let QoSWithPacketIdentifier::Level1(pid) = p.qos() {
                     self.send(&PubackPacket::new(pid));
                 }
@@ -170,7 +185,7 @@ impl MqttClient {
                 latencies.push(now_ns().saturating_sub(t) as f64 / 1e6);
             }
         }
-        (Instant::now(), latencies)
+        (last, latencies)
     }
 }
 
@@ -220,12 +235,23 @@ fn publish_direct(client: &mut MqttClient, qos: u8, count: usize, gap: Option<Du
 
 /// Runs `publish` on this thread while `sub` receives `count` on another; events per second
 /// from the first publish to the last receipt, and the latencies.
-fn measure(mut sub: MqttClient, count: usize, publish: impl FnOnce()) -> (f64, Vec<f64>) {
+/// (Lost events are counted: MQTT lets a broker drop QoS 0 messages for a slow subscriber.)
+fn measure(mut sub: MqttClient, count: usize, publish: impl FnOnce()) -> Measured {
     let receiver = std::thread::spawn(move || sub.receive(count));
     let start = Instant::now();
     publish();
-    let (last, latencies) = receiver.join().expect("every event reached the subscriber");
-    (count as f64 / (last - start).as_secs_f64(), latencies)
+    let (last, latencies) = receiver.join().expect("the subscriber thread ends");
+    Measured {
+        per_s: latencies.len() as f64 / (last - start).as_secs_f64(),
+        lost: count - latencies.len(),
+        latencies,
+    }
+}
+
+struct Measured {
+    per_s: f64,
+    latencies: Vec<f64>,
+    lost: usize,
 }
 
 /// Acknowledges what the broker sends the direct publisher (its PUBACKs), off the clock.
@@ -252,16 +278,17 @@ fn one_qos(broker: &Mosquitto, qos: u8) -> Row {
     let mut sub = MqttClient::connect(port, &format!("bench-sub-{qos}"));
     sub.subscribe("bench/events/#", qos);
     // The bridge is connected once a first event arrives.
-    let (_, _) = measure(sub, 1, || publish_through(&mut ws, 1, None));
+    let warm = measure(sub, 1, || publish_through(&mut ws, 1, None));
+    assert_eq!(warm.lost, 0, "the bridge never connected");
     let fresh = |name: &str| {
         let mut s = MqttClient::connect(port, name);
         s.subscribe("bench/events/#", qos);
         s
     };
-    let (bridge_per_s, _) = measure(fresh("b1"), THROUGHPUT_EVENTS, || {
+    let bridge = measure(fresh("b1"), THROUGHPUT_EVENTS, || {
         publish_through(&mut ws, THROUGHPUT_EVENTS, None)
     });
-    let (_, mut bridge_lat) = measure(fresh("b2"), LATENCY_EVENTS, || {
+    let mut bridge_lat = measure(fresh("b2"), LATENCY_EVENTS, || {
         publish_through(&mut ws, LATENCY_EVENTS, Some(LATENCY_GAP))
     });
     drop(ws);
@@ -273,24 +300,26 @@ fn one_qos(broker: &Mosquitto, qos: u8) -> Row {
         s.subscribe("direct/#", qos);
         s
     };
-    let (direct_per_s, _) = measure(direct_sub("d1"), THROUGHPUT_EVENTS, || {
+    let direct_run = measure(direct_sub("d1"), THROUGHPUT_EVENTS, || {
         publish_direct(&mut direct, qos, THROUGHPUT_EVENTS, None)
     });
-    let (_, mut direct_lat) = measure(direct_sub("d2"), LATENCY_EVENTS, || {
+    let mut direct_lat = measure(direct_sub("d2"), LATENCY_EVENTS, || {
         publish_direct(&mut direct, qos, LATENCY_EVENTS, Some(LATENCY_GAP))
     });
     drop(direct);
     let _ = acks.join();
-    bridge_lat.sort_by(f64::total_cmp);
-    direct_lat.sort_by(f64::total_cmp);
+    bridge_lat.latencies.sort_by(f64::total_cmp);
+    direct_lat.latencies.sort_by(f64::total_cmp);
     Row {
         qos,
-        bridge_per_s,
-        direct_per_s,
-        bridge_p50_ms: percentile(&bridge_lat, 0.5),
-        bridge_p99_ms: percentile(&bridge_lat, 0.99),
-        direct_p50_ms: percentile(&direct_lat, 0.5),
-        direct_p99_ms: percentile(&direct_lat, 0.99),
+        bridge_per_s: bridge.per_s,
+        direct_per_s: direct_run.per_s,
+        bridge_p50_ms: percentile(&bridge_lat.latencies, 0.5),
+        bridge_p99_ms: percentile(&bridge_lat.latencies, 0.99),
+        direct_p50_ms: percentile(&direct_lat.latencies, 0.5),
+        direct_p99_ms: percentile(&direct_lat.latencies, 0.99),
+        bridge_lost: bridge.lost + bridge_lat.lost,
+        direct_lost: direct_run.lost + direct_lat.lost,
     }
 }
 
@@ -314,10 +343,12 @@ pub fn print_rows(rows: &Option<Vec<Row>>) {
     println!("|---|---|---|---|");
     for r in rows {
         println!(
-            "| QoS {}: events/s to a subscriber | {:.0} | {:.0} | {:.2}× |",
+            "| QoS {}: events/s to a subscriber (lost) | {:.0} ({}) | {:.0} ({}) | {:.2}× |",
             r.qos,
             r.bridge_per_s,
+            r.bridge_lost,
             r.direct_per_s,
+            r.direct_lost,
             r.bridge_per_s / r.direct_per_s
         );
         println!(
