@@ -76,7 +76,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 type Ws = WebSocket<TcpStream>;
 
 struct ServerProc {
-    child: Child,
+    child: KillOnDrop,
     addr: SocketAddr,
     /// From spawning the process to its "listening on" log line.
     ready_after: Duration,
@@ -126,6 +126,10 @@ impl ServerProc {
                 if let Some(a) = line.split("listening on ").nth(1) {
                     let _ = tx.try_send((a.trim().to_string(), spawned_at.elapsed()));
                 }
+                // The bridge's warnings say why an MQTT row could not run.
+                if line.contains("mqtt:") {
+                    eprintln!("  server: {line}");
+                }
                 if std::env::var_os("BENCH_VERBOSE").is_some() && line.contains("shutdown") {
                     eprintln!("  server: {line}");
                 }
@@ -133,7 +137,7 @@ impl ServerProc {
         });
         let (addr, ready_after) = rx.recv_timeout(STEP_TIMEOUT).expect("server did not start");
         ServerProc {
-            child,
+            child: KillOnDrop(Some(child)),
             addr: addr.parse().unwrap(),
             ready_after,
         }
@@ -173,6 +177,41 @@ impl ServerProc {
             }
             assert!(Instant::now() < deadline, "server did not exit");
             std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// A child process killed when dropped: a step that panicked must not leave its server
+/// running (it would outlive the bench, and a bridged one would still hold its ClientId).
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    /// The child, for a caller that stops it itself.
+    fn take(&mut self) -> Child {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("not taken")
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not taken")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && let Ok(None) = child.try_wait()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -518,9 +557,9 @@ fn fanout_rows(only: Option<usize>) -> Vec<fanout::Measured> {
         .iter()
         .filter(|(subs, _)| only.is_none_or(|n| n == *subs))
         .map(|&(subs, rate)| {
-            let ours = ServerProc::start();
+            let mut ours = ServerProc::start();
             let target = fanout::Target {
-                child: Some(ours.child),
+                child: Some(ours.child.take()),
                 addr: ours.addr,
                 key: Some(KEY.to_string()),
                 publisher: None,

@@ -120,7 +120,16 @@ fn the_last_will_says_offline_when_the_server_is_killed() {
 
 /// A server with a `print` handler, taking commands from `t3/request` as `role`.
 fn commanded(broker: &Broker, role: hydrogen_ws::Role) -> Server {
+    commanded_with(broker, role, |_| {})
+}
+
+fn commanded_with(
+    broker: &Broker,
+    role: hydrogen_ws::Role,
+    tweak: impl FnOnce(&mut Config),
+) -> Server {
     let mut c = support::test_config();
+    tweak(&mut c);
     let mut m = MqttConfig::default();
     m.url = broker.url();
     m.topic_prefix = "t3".into();
@@ -208,6 +217,24 @@ fn commands_round_trip_through_the_request_topic() {
         "{no_reply_to}"
     );
     assert_eq!(no_reply_to["id"], "c4");
+}
+
+#[test]
+fn requests_over_the_rate_limit_are_refused_and_said_so() {
+    let broker = Broker::start();
+    let mut sub = Subscriber::start(&broker, "replies/#", "sub-t3r", true);
+    let mut errors = Subscriber::start(&broker, "t3/errors", "sub-t3r-errors", true);
+    let _server = commanded_with(&broker, hydrogen_ws::Role::Operator, |c| {
+        c.rate_limit.messages_per_second = 1;
+        c.rate_limit.burst = 3;
+    });
+    ready_for_commands(&broker, &mut sub);
+    for n in 0..8 {
+        let ping = json!({"type": "command", "id": format!("r{n}"), "channel": "system", "action": "ping", "reply_to": "replies/rate"});
+        publish(&broker, "t3/request", &ping.to_string());
+    }
+    let (_, refused) = errors.message_on("t3/errors");
+    assert_eq!(refused["error"]["code"], "rate_limited", "{refused}");
 }
 
 #[test]

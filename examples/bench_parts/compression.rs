@@ -186,13 +186,7 @@ pub fn cpu_per_delivery(subscribers: usize, events: u64) -> (f64, f64) {
         }
         (cpu_seconds() - started) * 1e6 / (events * subscribers as u64) as f64
     };
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    let off = med((0..3).map(|_| run(false)).collect());
-    let on = med((0..3).map(|_| run(true)).collect());
-    (off, on)
+    off_and_on(run)
 }
 
 /// CPU (this process: client compressing, server inflating a new inflater per message, and
@@ -209,6 +203,11 @@ pub fn cpu_per_command(pad: usize, count: usize) -> (f64, f64) {
         }
         (cpu_seconds() - started) * 1e6 / count as f64
     };
+    off_and_on(run)
+}
+
+/// `run(false)` and `run(true)`, the median of three runs each.
+fn off_and_on(run: impl Fn(bool) -> f64) -> (f64, f64) {
     let med = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]

@@ -270,7 +270,7 @@ fn one_qos(broker: &Mosquitto, qos: u8) -> Row {
     let server = ServerProc::start_with(
         None,
         json!({"Mqtt": {"Url": format!("mqtt://127.0.0.1:{port}"),
-        "TopicPrefix": "bench", "Channels": ["bench"], "Qos": qos, "BufferEvents": 100_000},
+        "TopicPrefix": "bench", "Channels": ["bench"], "ClientId": format!("bench-bridge-{}-{qos}", std::process::id()), "Qos": qos, "BufferEvents": 100_000},
         "StatusIntervalMs": 0}),
     );
     let addr: SocketAddr = server.addr;

@@ -109,6 +109,25 @@ fn node_name() -> String {
     }
 }
 
+/// The default client identifier: the host name and the start of `/etc/machine-id`, so that
+/// two boards left with the same host name (every Raspberry Pi is `raspberrypi`) do not
+/// take each other's connection at the broker.
+fn default_client_id() -> String {
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let machine: String = machine
+        .trim()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    let mut id = format!("hydrogen-ws-{}", node_name());
+    if !machine.is_empty() {
+        id.push('-');
+        id.push_str(&machine);
+    }
+    id.chars().take(64).collect()
+}
+
 settings_table! {
     /// The `Mqtt` section: a bridge to an MQTT 3.1.1 broker (docs/behaviour.md, "MQTT
     /// bridge"). Present means on; `Url` is required.
@@ -117,8 +136,8 @@ settings_table! {
     pub struct MqttConfig {
         /// `Url` (required): `mqtt://host:1883` or `mqtts://host:8883`.
         url: String = String::new(), "Url" => Kind::Text(broker_url);
-        /// `ClientId` ("hydrogen-ws-<host name>").
-        client_id: String = format!("hydrogen-ws-{}", node_name()), "ClientId" => Kind::Text(client_id);
+        /// `ClientId` ("hydrogen-ws-<host name>-<first 8 of /etc/machine-id>").
+        client_id: String = default_client_id(), "ClientId" => Kind::Text(client_id);
         /// `Username` (none).
         username: Option<String> = None, "Username" => Kind::Text(any_text);
         /// `Password` (none; use `${env.NAME}`). Secret: shown redacted.

@@ -189,12 +189,14 @@ impl Server {
         }
     }
 
-    /// The worker pool, then the accept, status and flush threads.
+    /// The worker pool, the MQTT bridge, then the accept, status and flush threads.
     fn start_threads(&self) -> Result<(), Error> {
         let ctx = &self.ctx;
         ctx.dispatch
             .start_workers(&ctx.threads, ctx.config.thread_pool_size, ctx.started_at)
             .map_err(|e| Error::io("starting worker threads", e))?;
+        // The bridge's tap is in place before the first client can publish.
+        bridge::start(ctx)?;
         let listeners = ctx.take_listeners();
         let accept_ctx = ctx.clone();
         ctx.threads
@@ -226,7 +228,7 @@ impl Server {
                 move |_tag| flush_ctx.flusher.run(),
             )
             .map_err(|e| Error::io("starting the flush thread", e))?;
-        bridge::start(ctx)
+        Ok(())
     }
 
     /// The first address the server listens on (with the port actually bound).

@@ -23,6 +23,7 @@ use crate::server::events::session::RecentIds;
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
 use crate::server::security::authorization;
 use crate::server::security::identity::{AuthMethod, Identity, Role};
+use crate::server::security::limits::TokenBucket;
 use crate::server::security::signature;
 use crate::wake::{self, Waker};
 
@@ -67,6 +68,8 @@ pub(super) struct CommandDesk {
     waiting: HashMap<String, Waiting>,
     recent: RecentIds,
     topics: Topics,
+    /// RateLimit's allowance, for all requests through the bridge together.
+    bucket: TokenBucket,
 }
 
 impl CommandDesk {
@@ -92,6 +95,7 @@ impl CommandDesk {
             waiting: HashMap::new(),
             recent: RecentIds::default(),
             topics,
+            bucket: TokenBucket::new(ctx.limits.config()),
         })
     }
 
@@ -118,6 +122,14 @@ impl CommandDesk {
                 return Some(self.to_errors(None, &WireError::new(ErrorCode::InvalidMessage, why)));
             }
         };
+        if !self.bucket.take(Instant::now()) {
+            let limits = ctx.limits.config();
+            let why = format!(
+                "over {} requests per second (burst {}): request dropped; slow down",
+                limits.messages_per_second, limits.burst
+            );
+            return Some(self.to_errors(None, &WireError::new(ErrorCode::RateLimited, why)));
+        }
         let incoming = message::parse_incoming(text);
         let reply_topic = serde_json::from_str::<ReplyField>(text)
             .ok()

@@ -101,7 +101,7 @@ impl BrokerLink {
             if Instant::now() >= deadline {
                 return Err("no CONNACK within ConnectTimeoutMs".into());
             }
-            let interest = [self.interest()];
+            let interest = [self.interest(usize::MAX)];
             wake::wait(&interest, Some(deadline), &mut ready).map_err(|e| e.to_string())?;
         }
     }
@@ -188,11 +188,11 @@ impl BrokerLink {
         Ok(())
     }
 
-    /// What to poll the socket for.
-    pub(super) fn interest(&self) -> Interest {
+    /// What to poll the socket for: reading unless `read_stop` bytes wait to be sent.
+    pub(super) fn interest(&self, read_stop: usize) -> Interest {
         Interest {
             fd: self.raw_fd(),
-            read: true,
+            read: self.output.len() < read_stop,
             write: !self.output.is_empty(),
         }
     }

@@ -30,6 +30,8 @@ use inflight::Inflight;
 use link::{BrokerLink, Hello};
 use topics::Topics;
 
+/// A link the broker closes sooner than this after CONNACK gets the ClientId hint.
+const TAKEOVER_HINT_WITHIN: Duration = Duration::from_secs(5);
 /// Stack of the bridge's thread: it builds the status object and runs TLS handshakes.
 const BRIDGE_STACK: usize = 256 * 1024;
 
@@ -129,7 +131,7 @@ impl Bridge {
                     let up = Instant::now();
                     match self.serve(link, tag) {
                         End::Shutdown => return,
-                        End::Lost(why) => log::warn!("mqtt: lost the broker ({why}); reconnecting"),
+                        End::Lost(why) => self.log_lost(&why, up.elapsed()),
                     }
                     if up.elapsed() >= policy.reset_after {
                         attempt = 0;
@@ -175,6 +177,21 @@ impl Bridge {
         // A request can be as large as a WebSocket message, plus the topic and headers.
         let max_packet = self.ctx.config.max_message_size + 1024;
         BrokerLink::open(&self.url, self.tls.as_ref(), &hello, max_packet, deadline)
+    }
+
+    /// A lost link, with a hint when the broker closed it soon after accepting it: that is
+    /// what a broker does when another client connects with the same ClientId.
+    fn log_lost(&self, why: &str, up: Duration) {
+        if up < TAKEOVER_HINT_WITHIN && why.contains("end of file") {
+            log::warn!(
+                "mqtt: the broker closed the link {:.1} s after accepting it; is another client \
+                 connected with ClientId {:?}? (each would take over the other's link); reconnecting",
+                up.as_secs_f64(),
+                self.config.client_id
+            );
+        } else {
+            log::warn!("mqtt: lost the broker ({why}); reconnecting");
+        }
     }
 
     /// Logs the tap's overflow since the last time (never silently).

@@ -24,6 +24,8 @@ use crate::wake::{self, Interest};
 /// Output waiting for the socket beyond which no more events or status are encoded: the
 /// broker (or the network) is slow; the tap holds the rest.
 const HIGH_WATER: usize = 64 * 1024;
+/// Output waiting for the socket beyond which the bridge stops reading the broker.
+const READ_STOP: usize = 4 * HIGH_WATER;
 /// Unacknowledged QoS 1 events at once.
 const QOS1_WINDOW: usize = 32;
 /// Events taken from the tap per round.
@@ -95,7 +97,11 @@ impl Bridge {
                 return End::Shutdown;
             }
             tag.set(Activity::Running, self.ctx.uptime_ms());
-            if let Err(e) = link.receive(&mut packets) {
+            // Backpressure: while the broker does not take what we owe it (replies, say),
+            // read no more requests from it.
+            if link.unsent() < READ_STOP
+                && let Err(e) = link.receive(&mut packets)
+            {
                 return End::Lost(e.to_string());
             }
             if !packets.is_empty() {
@@ -127,7 +133,7 @@ impl Bridge {
             tag.set(Activity::Waiting, self.ctx.uptime_ms());
             let deadline = self.next_deadline(&clock);
             // The tap only wakes us when there is room for what it holds.
-            let mut interests = vec![link.interest(), fd(self.desk.waker().raw_fd())];
+            let mut interests = vec![link.interest(READ_STOP), fd(self.desk.waker().raw_fd())];
             interests.push(fd(self.ctx.shutdown.waker.raw_fd()));
             if room {
                 interests.push(fd(self.tap.waker.raw_fd()));
@@ -331,7 +337,7 @@ impl Bridge {
             for packet in packets.drain(..) {
                 self.on_packet(link, packet);
             }
-            if wake::wait(&[link.interest()], Some(deadline), &mut ready).is_err() {
+            if wake::wait(&[link.interest(usize::MAX)], Some(deadline), &mut ready).is_err() {
                 break;
             }
         }
@@ -347,7 +353,7 @@ fn flush_by(link: &mut BrokerLink, deadline: Instant) -> std::io::Result<()> {
     link.flush()?;
     while link.unsent() > 0 && Instant::now() < deadline {
         wake::wait(
-            &[link.interest()],
+            &[link.interest(usize::MAX)],
             Some(deadline.max(Instant::now() + Duration::from_millis(1))),
             &mut ready,
         )?;
