@@ -634,6 +634,14 @@ fn main() {
         );
         return;
     }
+    if std::env::args().any(|a| a == "--compression-only") {
+        let (off, on) = compression::cpu_per_delivery(20, 1000);
+        let (cmd_off, cmd_on) = compression::cpu_per_command(1000, 2000);
+        println!(
+            "CPU per delivery off/on {off:.1}/{on:.1} µs; per 1 KB command off/on {cmd_off:.1}/{cmd_on:.1} µs"
+        );
+        return;
+    }
     if std::env::args().any(|a| a == "--mqtt-only") {
         mqtt_rows::print_rows(&mqtt_rows::rows());
         return;

@@ -7,8 +7,9 @@
 //! plaintext of the client that used it, and a crafted message from the next client could
 //! copy it out with back-references (found by the `deflate` fuzz target, which caught a
 //! pooled inflater left mid-block). Each compressed message from a client without context
-//! takeover gets a new one (client messages are few: commands, under the rate limit). New ones are made on a short-lived thread with a large
-//! stack: miniz_oxide builds its state on the stack before boxing it (unoptimised builds
+//! takeover gets a new one, never used before (client messages are few: commands, under
+//! the rate limit); they are made a few at a time. New ones are made on a short-lived
+//! thread with a large stack: miniz_oxide builds its state on the stack before boxing it (unoptimised builds
 //! most of all), which a connection thread's small stack (ThreadStackSize) cannot hold.
 #![forbid(unsafe_code)]
 
@@ -58,7 +59,27 @@ pub(super) fn give_back_compressor(level: u32, c: Compress) {
     }
 }
 
-/// A new raw-DEFLATE inflater.
+/// Inflaters made and never used, so never shared with anybody: one thread start makes a
+/// batch of them (a thread start costs about 40 µs here, far more than making one).
+static FRESH_INFLATERS: Mutex<Vec<Decompress>> = Mutex::new(Vec::new());
+
+/// How many inflaters one thread start makes.
+const INFLATER_BATCH: usize = 4;
+
+/// A new raw-DEFLATE inflater, never used before.
 pub(super) fn inflater() -> Decompress {
-    on_a_big_stack(|| Decompress::new(false))
+    if let Some(fresh) = FRESH_INFLATERS.lock().pop() {
+        return fresh;
+    }
+    let mut made = on_a_big_stack(|| {
+        (0..INFLATER_BATCH)
+            .map(|_| Decompress::new(false))
+            .collect::<Vec<_>>()
+    });
+    let first = made.pop().expect("a batch is not empty");
+    let mut fresh = FRESH_INFLATERS.lock();
+    if fresh.len() < KEPT {
+        fresh.extend(made);
+    }
+    first
 }
