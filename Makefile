@@ -104,7 +104,7 @@ hardening: autobahn memcheck
 # a crash stops the run and is written to tests/fuzz/artifacts/<target>/, and the end of the
 # target's log (the sanitizer's report and stack) is printed; full logs in target/fuzz/.
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS := envelope config handshake deflate
+FUZZ_TARGETS := envelope config handshake deflate mqtt
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@mkdir -p target/fuzz; for t in $(FUZZ_TARGETS); do \

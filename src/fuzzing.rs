@@ -101,3 +101,26 @@ pub fn deflate(data: &[u8]) {
         "deflate then inflate changed the message"
     );
 }
+
+/// Bytes from a hostile MQTT broker, fed to the bridge's packet framing and decoder (the
+/// `mqtt-protocol` crate) in pieces the first byte chooses, with a 4 KiB packet limit. Any
+/// panic, in our framing or in the codec, is a crash.
+pub fn mqtt_packets(data: &[u8]) {
+    const MAX: usize = 4096;
+    let Some((&knob, input)) = data.split_first() else {
+        return;
+    };
+    let step = 1 + (knob as usize % 64);
+    let mut buffer = Vec::new();
+    let mut packets = Vec::new();
+    for piece in input.chunks(step) {
+        buffer.extend_from_slice(piece);
+        if crate::server::fuzzing_mqtt_decode(&mut buffer, MAX, &mut packets).is_err() {
+            return; // the link would be dropped here
+        }
+        assert!(
+            buffer.len() <= input.len(),
+            "the buffer only holds what came"
+        );
+    }
+}

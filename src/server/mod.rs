@@ -23,6 +23,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::Value;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use bridge::decode_packets as fuzzing_mqtt_decode;
 pub use dispatch::handlers::{HandlerResult, Request};
 pub use events::event::{Event, Priority};
 pub use publisher::Publisher;

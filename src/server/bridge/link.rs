@@ -175,17 +175,7 @@ impl BrokerLink {
 
     /// Moves every whole packet at the front of the input into `packets`.
     fn decode(&mut self, packets: &mut Vec<VariablePacket>) -> io::Result<()> {
-        let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-        let mut used = 0;
-        while let Some(len) = whole_packet(&self.input[used..], self.max_packet).map_err(bad)? {
-            let mut bytes = &self.input[used..used + len];
-            let packet = VariablePacket::decode(&mut bytes)
-                .map_err(|e| bad(format!("the broker sent a malformed packet: {e}")))?;
-            packets.push(packet);
-            used += len;
-        }
-        self.input.drain(..used);
-        Ok(())
+        decode_packets(&mut self.input, self.max_packet, packets)
     }
 
     /// What to poll the socket for: reading unless `read_stop` bytes wait to be sent.
@@ -200,6 +190,26 @@ impl BrokerLink {
     pub(super) fn raw_fd(&self) -> RawFd {
         self.tcp.as_raw_fd()
     }
+}
+
+/// Moves every whole packet at the front of `input` (bytes from the broker) into `packets`.
+/// Errors: what is not MQTT, or a packet over `max` bytes (the link is then dropped).
+pub(crate) fn decode_packets(
+    input: &mut Vec<u8>,
+    max: usize,
+    packets: &mut Vec<VariablePacket>,
+) -> io::Result<()> {
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let mut used = 0;
+    while let Some(len) = whole_packet(&input[used..], max).map_err(bad)? {
+        let mut bytes = &input[used..used + len];
+        let packet = VariablePacket::decode(&mut bytes)
+            .map_err(|e| bad(format!("the broker sent a malformed packet: {e}")))?;
+        packets.push(packet);
+        used += len;
+    }
+    input.drain(..used);
+    Ok(())
 }
 
 /// The length of the packet at the front of `input` when all of it is there; `None` when more

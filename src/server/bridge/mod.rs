@@ -14,6 +14,9 @@ mod link;
 mod session;
 mod topics;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use link::decode_packets;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
