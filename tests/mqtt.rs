@@ -95,7 +95,8 @@ fn events_status_and_presence_reach_the_broker() {
         sub.seen.iter().all(|v| v["topic"] != "t1/events/other/x"),
         "channel other is not bridged"
     );
-    server.shutdown();
+    let report = server.shutdown();
+    assert!(report.stuck_threads.is_empty(), "hws-mqtt is joined: {:?}", report.stuck_threads);
     let m = late.next(|v| v["topic"] == "t1/online");
     assert_eq!(payload(&m), json!({"online": false, "reason": "shutdown"}));
 }
