@@ -96,7 +96,11 @@ fn events_status_and_presence_reach_the_broker() {
         "channel other is not bridged"
     );
     let report = server.shutdown();
-    assert!(report.stuck_threads.is_empty(), "hws-mqtt is joined: {:?}", report.stuck_threads);
+    assert!(
+        report.stuck_threads.is_empty(),
+        "hws-mqtt is joined: {:?}",
+        report.stuck_threads
+    );
     let m = late.next(|v| v["topic"] == "t1/online");
     assert_eq!(payload(&m), json!({"online": false, "reason": "shutdown"}));
 }
