@@ -493,3 +493,30 @@ fn a_backlog_larger_than_the_output_buffer_flows_on_without_waiting_for_a_timer(
     let got = event_numbers(&mut sub, topic, &mut HashSet::new(), 500);
     assert_eq!(got, (0..500).collect::<Vec<_>>());
 }
+
+#[test]
+fn events_published_just_before_shutdown_still_reach_the_broker() {
+    let broker = Broker::start();
+    let mut sub = Subscriber::start(&broker, "t10/#", "sub-t10", true);
+    let server = bridged(&broker.url(), "t10", 1, |c| c.status_interval = None);
+    let (_, online) = sub.message_on("t10/online");
+    assert_eq!(online["online"], true);
+    let publisher = server.publisher();
+    for n in 0..200 {
+        publisher
+            .publish("print", "progress", json!({"n": n}))
+            .unwrap();
+    }
+    let report = server.shutdown();
+    assert!(report.stuck_threads.is_empty());
+    let topic = "t10/events/print/progress";
+    assert_eq!(
+        event_numbers(&mut sub, topic, &mut HashSet::new(), 200),
+        (0..200).collect::<Vec<_>>()
+    );
+    let (_, offline) = sub.message_on("t10/online");
+    assert_eq!(
+        offline["reason"], "shutdown",
+        "offline comes after the events"
+    );
+}

@@ -1,5 +1,7 @@
 //! A real MQTT broker for the bridge's tests: Debian's Mosquitto on a free loopback port
-//! (persistence in a temp directory, so a stop and restart keeps durable sessions), the
+//! (persistence in a temp directory, so a stop and restart keeps durable sessions, and QoS 0
+//! messages queued for a durable subscriber that has not reconnected yet: whether the
+//! bridge or the subscriber comes back first after a restart is a race), the
 //! paho-mqtt subscriber of tests/clients/mqtt_sub.py, and `mosquitto_pub`.
 
 use std::io::{BufRead, BufReader};
@@ -104,7 +106,7 @@ impl Broker {
     pub fn run(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
         let body = format!(
-            "per_listener_settings true\npersistence true\npersistence_location {}/\nuser root\nlog_dest none\n\
+            "per_listener_settings true\npersistence true\npersistence_location {}/\nuser root\nlog_dest none\nqueue_qos0_messages true\n\
              listener {} 127.0.0.1\nallow_anonymous true\n{}",
             self.dir.display(),
             self.port,

@@ -22,6 +22,11 @@ pub(super) struct Inflight {
 }
 
 impl Inflight {
+    /// Unacknowledged QoS 1 packets of every kind.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Unacknowledged events.
     pub(super) fn events(&self) -> usize {
         self.entries

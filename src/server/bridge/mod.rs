@@ -17,6 +17,7 @@ mod topics;
 #[cfg(feature = "fuzzing")]
 pub(crate) use link::decode_packets;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use crate::error::Error;
 use crate::server::context::ServerContext;
 use crate::server::events::tap::EventTap;
 use crate::server::runtime::threads::{Activity, ThreadRole, ThreadTag};
-use commands::CommandDesk;
+use commands::{CommandDesk, Reply};
 use inflight::Inflight;
 use link::{BrokerLink, Hello};
 use topics::Topics;
@@ -54,6 +55,8 @@ struct Bridge {
     desk: CommandDesk,
     topics: Topics,
     inflight: Inflight,
+    /// Replies waiting for room in the QoS 1 window.
+    replies: VecDeque<Reply>,
     /// `tap.dropped` when the last overflow was logged.
     dropped_logged: u64,
 }
@@ -81,6 +84,7 @@ pub(crate) fn start(ctx: &Arc<ServerContext>) -> Result<(), Error> {
         desk,
         topics,
         inflight: Inflight::default(),
+        replies: VecDeque::new(),
         dropped_logged: 0,
     };
     ctx.threads
@@ -133,7 +137,7 @@ impl Bridge {
                     failures_logged = 0;
                     let up = Instant::now();
                     match self.serve(link, tag) {
-                        End::Shutdown => return,
+                        End::Shutdown => break,
                         End::Lost(why) => self.log_lost(&why, up.elapsed()),
                     }
                     if up.elapsed() >= policy.reset_after {

@@ -26,8 +26,12 @@ use crate::wake::{self, Interest};
 const HIGH_WATER: usize = 64 * 1024;
 /// Output waiting for the socket beyond which the bridge stops reading the broker.
 const READ_STOP: usize = 4 * HIGH_WATER;
-/// Unacknowledged QoS 1 events at once.
-const QOS1_WINDOW: usize = 32;
+/// QoS 1 packets unacknowledged at once, events and our own together. MQTT 3.1.1 names no
+/// limit, but brokers keep one per client (Mosquitto's `max_inflight_messages` is 20 by
+/// default); the bridge stays below the smallest common default.
+const QOS1_WINDOW: usize = 16;
+/// Replies waiting for the window beyond which the bridge reads no more requests.
+const MAX_WAITING_REPLIES: usize = 256;
 /// Events taken from the tap per round.
 const BATCH: usize = 64;
 
@@ -100,6 +104,7 @@ impl Bridge {
             // Backpressure: while the broker does not take what we owe it (replies, say),
             // read no more requests from it.
             if link.unsent() < READ_STOP
+                && self.replies.len() < MAX_WAITING_REPLIES
                 && let Err(e) = link.receive(&mut packets)
             {
                 return End::Lost(e.to_string());
@@ -198,12 +203,16 @@ impl Bridge {
             .commands
             .fetch_add(1, Ordering::Relaxed);
         if let Some(reply) = self.desk.on_request(&self.ctx, publish.payload()) {
-            self.publish_own(link, &reply.topic, reply.payload, false);
+            self.replies.push_back(reply);
         }
     }
 
+    /// Replies go first, as the QoS 1 window allows; the rest wait their turn.
     fn send_replies(&mut self, link: &mut BrokerLink, now: Instant) {
-        for reply in self.desk.collect(&self.ctx, now) {
+        self.replies.extend(self.desk.collect(&self.ctx, now));
+        while self.inflight.len() < QOS1_WINDOW
+            && let Some(reply) = self.replies.pop_front()
+        {
             self.publish_own(link, &reply.topic, reply.payload, false);
         }
     }
@@ -215,9 +224,7 @@ impl Bridge {
             return 0;
         }
         match self.config.qos {
-            1 => QOS1_WINDOW
-                .saturating_sub(self.inflight.events())
-                .min(BATCH),
+            1 => QOS1_WINDOW.saturating_sub(self.inflight.len()).min(BATCH),
             _ => BATCH,
         }
     }
@@ -321,29 +328,54 @@ impl Bridge {
         Some(pid)
     }
 
-    /// At shutdown: offline presence (retained, QoS 1), its PUBACK awaited for a short
-    /// while, then DISCONNECT, so the broker does not publish the last will.
+    /// At shutdown: the events published before it still go (and, at QoS 1, are
+    /// acknowledged), then offline presence (retained, QoS 1) and its PUBACK, then
+    /// DISCONNECT, so the broker does not publish the last will. All within one deadline.
     fn goodbye(&mut self, link: &mut BrokerLink) {
+        let deadline = wake::after(goodbye_wait(&self.ctx));
+        self.drain(link, deadline, true, |b| {
+            b.tap.len() == 0 && b.inflight.events() == 0
+        });
         let offline = topics::offline("shutdown").to_string();
         let topic = self.topics.online.clone();
         let pid = self.publish_own(link, &topic, offline, true);
-        let deadline = wake::after(goodbye_wait(&self.ctx));
+        self.drain(link, deadline, false, |b| {
+            !pid.is_some_and(|p| b.inflight.waits_for(p))
+        });
+        link.send(&DisconnectPacket::new());
+        let _ = flush_by(link, deadline);
+        log::info!("mqtt: disconnected from the broker (offline published)");
+    }
+
+    /// Writes, reads and waits until `done` holds or `deadline` passes (or the link fails);
+    /// with `events`, keeps moving tapped events out as the window allows. It only waits
+    /// after writing all it may, so acknowledgements that open the window are used at once.
+    fn drain(
+        &mut self,
+        link: &mut BrokerLink,
+        deadline: Instant,
+        events: bool,
+        done: impl Fn(&Self) -> bool,
+    ) {
         let mut packets = Vec::new();
         let mut ready = Vec::with_capacity(1);
-        while pid.is_some_and(|p| self.inflight.waits_for(p)) && Instant::now() < deadline {
-            if link.flush().is_err() || link.receive(&mut packets).is_err() {
-                break;
+        loop {
+            if events {
+                self.send_events(link);
+            }
+            if link.flush().is_err() || done(self) || Instant::now() >= deadline {
+                return;
+            }
+            let interest = [link.interest(usize::MAX)];
+            if wake::wait(&interest, Some(deadline), &mut ready).is_err()
+                || link.receive(&mut packets).is_err()
+            {
+                return;
             }
             for packet in packets.drain(..) {
                 self.on_packet(link, packet);
             }
-            if wake::wait(&[link.interest(usize::MAX)], Some(deadline), &mut ready).is_err() {
-                break;
-            }
         }
-        link.send(&DisconnectPacket::new());
-        let _ = flush_by(link, deadline);
-        log::info!("mqtt: disconnected from the broker (offline published)");
     }
 }
 
