@@ -5,8 +5,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use hydrogen_ws::Server;
@@ -15,19 +15,10 @@ use support::*;
 
 /// A GET of `path` with `headers`: status, head, body.
 fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
-    let mut tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = tcp.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    raw_http_text(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n"),
+    )
 }
 
 /// Samples by `name{label="value",...}` (labels sorted), as the Python parser read them.

@@ -241,6 +241,16 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Sends a raw HTTP request and returns (status, headers text, body JSON if any).
 pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String, Value) {
+    let (status, head, body) = raw_http_text(addr, request);
+    (
+        status,
+        head,
+        serde_json::from_str(&body).unwrap_or(Value::Null),
+    )
+}
+
+/// Sends a raw HTTP request and returns (status, headers text, body text).
+pub fn raw_http_text(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     tcp.write_all(request.as_bytes()).unwrap();
@@ -253,11 +263,7 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String, Value) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (
-        status,
-        head.to_string(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    (status, head.to_string(), body.to_string())
 }
 
 /// An upgrade request for `raw_http`.
