@@ -6,8 +6,8 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
@@ -62,6 +62,9 @@ pub(crate) struct ServerContext {
     pub service_manager: ServiceManager,
     /// TLS settings when SecureMode is "tls".
     pub tls: Option<TlsConfig>,
+    /// The MQTT bridge's handle, when it runs: the status thread offers it the bare status
+    /// object every StatusIntervalMs, coalesced like a connection's.
+    pub bridge: OnceLock<Arc<ConnectionHandle>>,
     pub started: SystemTime,
     pub started_at: Instant,
     next_connection_id: AtomicU64,
@@ -105,6 +108,7 @@ impl ServerContext {
             sampler: ProcessSampler::new(),
             service_manager: ServiceManager::disabled(),
             tls,
+            bridge: OnceLock::new(),
             started: SystemTime::now(),
             started_at: Instant::now(),
             next_connection_id: AtomicU64::new(1),

@@ -202,10 +202,12 @@ fn ping_watchdog(ctx: &ServerContext) {
     ctx.service_manager.watchdog(answer);
 }
 
-/// Offers the status event to every connection subscribed to `system/status` (coalesced: a
-/// client that is behind gets only the newest).
+/// Offers the status event to every connection subscribed to `system/status`, and the bare
+/// status object to legacy listeners and the MQTT bridge (coalesced: whoever is behind gets
+/// only the newest). Built once for all of them.
 fn offer_status(ctx: &ServerContext) {
-    let listeners = legacy_listeners(ctx);
+    let mut listeners = legacy_listeners(ctx);
+    listeners.extend(ctx.bridge.get().cloned());
     let subscribers = ctx.events.status_subscribers();
     if subscribers.is_empty() && listeners.is_empty() {
         return;

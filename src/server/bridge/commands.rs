@@ -99,9 +99,16 @@ impl CommandDesk {
         })
     }
 
-    /// The descriptor that becomes readable when a response is queued.
+    /// The descriptor that becomes readable when a response is queued (or the status
+    /// thread offers the status object).
     pub(super) fn waker(&self) -> &Waker {
         &self.handle.waker
+    }
+
+    /// The bridge's connection handle: responses come back through it, and the status
+    /// object waits in its status slot.
+    pub(super) fn handle(&self) -> &Arc<ConnectionHandle> {
+        &self.handle
     }
 
     /// Handles one request; returns what to publish at once (a `system` answer, an error),

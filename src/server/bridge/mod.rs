@@ -75,6 +75,7 @@ pub(crate) fn start(ctx: &Arc<ServerContext>) -> Result<(), Error> {
     let _ = ctx.events.tap.set(tap.clone());
     let topics = Topics::new(&config.topic_prefix);
     let desk = CommandDesk::new(ctx, config.command_role, topics.clone()).map_err(io_error)?;
+    let _ = ctx.bridge.set(desk.handle().clone());
     let bridge = Bridge {
         ctx: ctx.clone(),
         config,

@@ -37,7 +37,6 @@ const BATCH: usize = 64;
 
 /// The timers of a connected stretch.
 struct Clock {
-    next_status: Option<Instant>,
     last_sent: Instant,
     /// When the PINGREQ waiting for its PINGRESP went out.
     ping_sent: Option<Instant>,
@@ -70,12 +69,18 @@ impl Bridge {
         end
     }
 
-    /// Presence online (retained), and the request subscription with `Commands`.
+    /// Presence online (retained), the status object at once (with StatusIntervalMs; the
+    /// status thread's offers follow), and the request subscription with `Commands`.
     fn greet(&mut self, link: &mut BrokerLink) {
         let port = self.ctx.state.lock().bound.first().map(|a| a.port());
         let online = topics::online(port).to_string();
         let topic = self.topics.online.clone();
         self.publish_own(link, &topic, online, true);
+        if self.ctx.config.status_interval.is_some() {
+            let _older = self.desk.handle().take_status();
+            let status = status::status_json(&self.ctx).to_string().into_bytes();
+            self.publish_status(link, status);
+        }
         if self.config.commands
             && let Ok(filter) = TopicFilter::new(self.topics.request.clone())
         {
@@ -90,7 +95,6 @@ impl Bridge {
     fn serve_loop(&mut self, link: &mut BrokerLink, tag: &ThreadTag) -> End {
         let now = Instant::now();
         let mut clock = Clock {
-            next_status: self.ctx.config.status_interval.map(|_| now),
             last_sent: now,
             ping_sent: None,
         };
@@ -118,7 +122,7 @@ impl Bridge {
             let now = Instant::now();
             self.send_replies(link, now);
             self.send_events(link);
-            self.send_status(link, &mut clock, now);
+            self.send_status(link);
             if let Err(why) = self.keep_alive(link, &mut clock, now) {
                 return End::Lost(why);
             }
@@ -155,7 +159,7 @@ impl Bridge {
             Some(sent) => sent + half,
             None => clock.last_sent + half,
         };
-        wake::earliest([clock.next_status, Some(ping_due), self.desk.next_deadline()])
+        wake::earliest([Some(ping_due), self.desk.next_deadline()])
     }
 
     /// One packet from the broker.
@@ -268,18 +272,19 @@ impl Bridge {
         }
     }
 
-    /// The status object on `<prefix>/status` when due and the socket keeps up (a slow
-    /// broker gets the newest one when it catches up, never a backlog).
-    fn send_status(&mut self, link: &mut BrokerLink, clock: &mut Clock, now: Instant) {
-        let (Some(due), Some(interval)) = (clock.next_status, self.ctx.config.status_interval)
-        else {
-            return;
-        };
-        if now < due || link.unsent() >= HIGH_WATER {
+    /// The newest status object the status thread offered, on `<prefix>/status`, when the
+    /// socket keeps up (a slow broker gets the newest one when it catches up, never a
+    /// backlog: the slot holds one).
+    fn send_status(&mut self, link: &mut BrokerLink) {
+        if link.unsent() >= HIGH_WATER {
             return;
         }
-        clock.next_status = Some(now + interval);
-        let payload = status::status_json(&self.ctx).to_string().into_bytes();
+        if let Some(text) = self.desk.handle().take_status() {
+            self.publish_status(link, text.as_bytes().to_vec());
+        }
+    }
+
+    fn publish_status(&self, link: &mut BrokerLink, payload: Vec<u8>) {
         if let Ok(topic) = TopicName::new(self.topics.status.clone()) {
             let mut packet = PublishPacket::new(topic, QoSWithPacketIdentifier::Level0, payload);
             packet.set_retain(self.config.status_retain);
