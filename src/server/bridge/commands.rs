@@ -15,16 +15,14 @@ use serde::Deserialize;
 
 use super::topics::Topics;
 use crate::message::{self, Command, ErrorCode, Incoming, ReplyTo, WireError};
-use crate::server::connection::system;
+use crate::server::connection::{incoming, system};
 use crate::server::context::ServerContext;
 use crate::server::dispatch::router;
 use crate::server::events::direct;
 use crate::server::events::session::RecentIds;
 use crate::server::registry::handle::{ConnectionHandle, Outbound};
-use crate::server::security::authorization;
 use crate::server::security::identity::{AuthMethod, Identity, Role};
 use crate::server::security::limits::TokenBucket;
-use crate::server::security::signature;
 use crate::wake::{self, Waker};
 
 /// Commands waiting for a handler or service at once; more get `rate_limited`.
@@ -188,19 +186,9 @@ impl CommandDesk {
     /// Checks and runs `cmd` (the checks of a WebSocket command, in the same order). Errors
     /// go back under the command's id.
     fn run(&mut self, ctx: &ServerContext, cmd: Command) -> Result<Ran, WireError> {
-        if self.recent.seen_before(&cmd.id) || self.waiting.contains_key(&cmd.id) {
-            let why = format!(
-                "command id {:?} was already used through this bridge",
-                cmd.id
-            );
-            return Err(WireError::new(ErrorCode::DuplicateId, why));
-        }
-        if ctx.shutdown.is_requested() {
-            let why = "the server is shutting down; retry later";
-            return Err(WireError::new(ErrorCode::ShuttingDown, why));
-        }
-        authorization::authorize(&self.identity, &cmd)?;
-        signature::check(&ctx.signed, &ctx.auth, &self.identity, &cmd)?;
+        // An id still waiting for its handler is taken too: its reply is found by it.
+        let seen_before = self.recent.seen_before(&cmd.id) || self.waiting.contains_key(&cmd.id);
+        incoming::check_command(ctx, &self.identity, &cmd, seen_before, "this bridge")?;
         let to = ReplyTo::from(&cmd);
         if cmd.channel == "system" {
             let answer = system::answer(ctx, &self.handle, &self.identity, None, &cmd);

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{Connection, InFlight, MAX_IN_FLIGHT};
 use crate::message::{self, Command, ErrorCode, Incoming, ReplyTo, WireError};
+use crate::server::context::ServerContext;
 use crate::server::dispatch::router;
 use crate::server::security::authorization;
 use crate::server::security::identity::{Identity, Role};
@@ -128,27 +129,14 @@ impl Connection {
         }
     }
 
-    /// What may refuse a command before it runs: a reused id, shutdown, the caller's role
-    /// (told so by the command's own path, not asked for a signature), its `auth` object.
+    /// What may refuse a command before it runs ([`check_command`]), its id looked up in
+    /// the session's recent ones.
     fn check_command(&self, identity: &Identity, cmd: &Command) -> Result<(), WireError> {
         let seen_before = self
             .session
             .as_ref()
             .is_some_and(|s| s.recent_ids.lock().seen_before(&cmd.id));
-        if seen_before {
-            return Err(WireError::new(
-                ErrorCode::DuplicateId,
-                format!("command id {:?} was already used in this session", cmd.id),
-            ));
-        }
-        if self.ctx.shutdown.is_requested() {
-            return Err(WireError::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down; reconnect later",
-            ));
-        }
-        authorization::authorize(identity, cmd)?;
-        signature::check(&self.ctx.signed, &self.ctx.auth, identity, cmd)
+        check_command(&self.ctx, identity, cmd, seen_before, "this session")
     }
 
     /// A message over the connection's rate: dropped with `rate_limited`; enough of them
@@ -196,4 +184,30 @@ impl Connection {
         self.rejected = true;
         self.start_close(1008, "authentication failed");
     }
+}
+
+/// What may refuse a command before it runs, wherever it came from (a WebSocket, the MQTT
+/// bridge): an id `seen_before` in `scope`, shutdown, the caller's role (told so by the
+/// command's own path, not asked for a signature), its `auth` object.
+pub(crate) fn check_command(
+    ctx: &ServerContext,
+    identity: &Identity,
+    cmd: &Command,
+    seen_before: bool,
+    scope: &str,
+) -> Result<(), WireError> {
+    if seen_before {
+        return Err(WireError::new(
+            ErrorCode::DuplicateId,
+            format!("command id {:?} was already used in {scope}", cmd.id),
+        ));
+    }
+    if ctx.shutdown.is_requested() {
+        return Err(WireError::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down; reconnect later",
+        ));
+    }
+    authorization::authorize(identity, cmd)?;
+    signature::check(&ctx.signed, &ctx.auth, identity, cmd)
 }

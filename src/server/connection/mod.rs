@@ -33,7 +33,7 @@ use crate::server::security::identity::Identity;
 use crate::server::security::limits::TokenBucket;
 use crate::wake::{self, Interest, Readiness, Waker};
 
-mod incoming;
+pub(crate) mod incoming;
 mod outgoing;
 mod reading;
 pub(crate) mod system;
