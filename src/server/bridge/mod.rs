@@ -42,6 +42,9 @@ const BRIDGE_STACK: usize = 256 * 1024;
 /// Why a connected stretch ended.
 enum End {
     Shutdown,
+    /// The broker closed the connection (end of stream).
+    Closed,
+    /// The link failed otherwise: why, for the log.
     Lost(String),
 }
 
@@ -139,7 +142,8 @@ impl Bridge {
                     let up = Instant::now();
                     match self.serve(link, tag) {
                         End::Shutdown => break,
-                        End::Lost(why) => self.log_lost(&why, up.elapsed()),
+                        End::Closed => self.log_closed(up.elapsed()),
+                        End::Lost(why) => log::warn!("mqtt: lost the broker ({why}); reconnecting"),
                     }
                     if up.elapsed() >= policy.reset_after {
                         attempt = 0;
@@ -187,10 +191,10 @@ impl Bridge {
         BrokerLink::open(&self.url, self.tls.as_ref(), &hello, max_packet, deadline)
     }
 
-    /// A lost link, with a hint when the broker closed it soon after accepting it: that is
-    /// what a broker does when another client connects with the same ClientId.
-    fn log_lost(&self, why: &str, up: Duration) {
-        if up < TAKEOVER_HINT_WITHIN && why.contains("end of file") {
+    /// A link the broker closed, with a hint when that came soon after accepting it: that
+    /// is what a broker does when another client connects with the same ClientId.
+    fn log_closed(&self, up: Duration) {
+        if up < TAKEOVER_HINT_WITHIN {
             log::warn!(
                 "mqtt: the broker closed the link {:.1} s after accepting it; is another client \
                  connected with ClientId {:?}? (each would take over the other's link); reconnecting",
@@ -198,7 +202,7 @@ impl Bridge {
                 self.config.client_id
             );
         } else {
-            log::warn!("mqtt: lost the broker ({why}); reconnecting");
+            log::warn!("mqtt: the broker closed the link; reconnecting");
         }
     }
 

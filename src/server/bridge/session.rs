@@ -64,7 +64,7 @@ impl Bridge {
             .store(false, Ordering::Relaxed);
         match end {
             End::Shutdown => self.goodbye(&mut link),
-            End::Lost(_) => self.tap.put_back(self.inflight.take_events()),
+            End::Closed | End::Lost(_) => self.tap.put_back(self.inflight.take_events()),
         }
         end
     }
@@ -111,7 +111,10 @@ impl Bridge {
                 && self.replies.len() < MAX_WAITING_REPLIES
                 && let Err(e) = link.receive(&mut packets)
             {
-                return End::Lost(e.to_string());
+                return match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => End::Closed,
+                    _ => End::Lost(e.to_string()),
+                };
             }
             if !packets.is_empty() {
                 clock.ping_sent = None;
