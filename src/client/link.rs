@@ -67,25 +67,19 @@ impl LinkStream {
 
 impl Read for LinkStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.split() {
-            (mut raw, Some(d)) => deflate::io::read(d, &mut raw, buf),
-            (mut raw, None) => raw.read(buf),
-        }
+        let (mut raw, d) = self.split();
+        deflate::io::read(d, &mut raw, buf)
     }
 }
 
 impl Write for LinkStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.split() {
-            (mut raw, Some(d)) => deflate::io::write(d, &mut raw, buf),
-            (mut raw, None) => raw.write(buf),
-        }
+        let (mut raw, d) = self.split();
+        deflate::io::write(d, &mut raw, buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self.split() {
-            (mut raw, Some(d)) => deflate::io::flush(d, &mut raw),
-            (mut raw, None) => raw.flush(),
-        }
+        let (mut raw, d) = self.split();
+        deflate::io::flush(d, &mut raw)
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`Deflate`] between tungstenite and a stream: what the stream types (`Transport`,
-//! `LinkStream`) call from their `Read` and `Write` when compression was negotiated.
+//! `LinkStream`) call from their `Read` and `Write`, with the connection's deflate layer
+//! when compression was negotiated (`None`: straight through to the socket).
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
@@ -13,7 +14,14 @@ const OUTPUT_CAP: usize = 64 * 1024;
 /// Reads from `inner` until frames for tungstenite are ready, then hands them over. The
 /// socket's bytes are read into `buf` itself (tungstenite's read buffer) before they are
 /// taken in, so no buffer of this layer's own sits on the connection thread's stack.
-pub(crate) fn read(d: &mut Deflate, inner: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read(
+    d: Option<&mut Deflate>,
+    inner: &mut impl Read,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let Some(d) = d else {
+        return inner.read(buf);
+    };
     loop {
         let n = d.read_ready(buf);
         if n > 0 || buf.is_empty() {
@@ -28,7 +36,14 @@ pub(crate) fn read(d: &mut Deflate, inner: &mut impl Read, buf: &mut [u8]) -> io
 }
 
 /// Takes `buf` (tungstenite's frames) unless too much compressed output still waits.
-pub(crate) fn write(d: &mut Deflate, inner: &mut impl Write, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn write(
+    d: Option<&mut Deflate>,
+    inner: &mut impl Write,
+    buf: &[u8],
+) -> io::Result<usize> {
+    let Some(d) = d else {
+        return inner.write(buf);
+    };
     let _ = drain(d, inner);
     if d.output().len() > OUTPUT_CAP {
         return Err(io::ErrorKind::WouldBlock.into());
@@ -42,8 +57,10 @@ pub(crate) fn write(d: &mut Deflate, inner: &mut impl Write, buf: &[u8]) -> io::
 }
 
 /// Writes every compressed byte out, then flushes `inner`; `WouldBlock` while some wait.
-pub(crate) fn flush(d: &mut Deflate, inner: &mut impl Write) -> io::Result<()> {
-    drain(d, inner)?;
+pub(crate) fn flush(d: Option<&mut Deflate>, inner: &mut impl Write) -> io::Result<()> {
+    if let Some(d) = d {
+        drain(d, inner)?;
+    }
     inner.flush()
 }
 

@@ -110,17 +110,13 @@ impl Transport {
     }
 
     fn write_through(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.split() {
-            (mut raw, Some(d)) => deflate::io::write(d, &mut raw, buf),
-            (mut raw, None) => raw.write(buf),
-        }
+        let (mut raw, d) = self.split();
+        deflate::io::write(d, &mut raw, buf)
     }
 
     fn flush_through(&mut self) -> io::Result<()> {
-        match self.split() {
-            (mut raw, Some(d)) => deflate::io::flush(d, &mut raw),
-            (mut raw, None) => raw.flush(),
-        }
+        let (mut raw, d) = self.split();
+        deflate::io::flush(d, &mut raw)
     }
 }
 
@@ -136,10 +132,8 @@ impl Read for Transport {
             }
             return Ok(n);
         }
-        match self.split() {
-            (mut raw, Some(d)) => deflate::io::read(d, &mut raw, buf),
-            (mut raw, None) => raw.read(buf),
-        }
+        let (mut raw, d) = self.split();
+        deflate::io::read(d, &mut raw, buf)
     }
 }
 
